@@ -1,0 +1,34 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test browser bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Run the app on SQLite with an admin user and a demo video at http://127.0.0.1:5000
+demo: $(STAMP)
+	$(BIN)/sonolabel demo
+	$(BIN)/sonolabel run --host 127.0.0.1 --port 5000
+
+## Run the test suite (SQLite; also PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set)
+test: $(STAMP) browser
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# Playwright drives Debian's chromium; install it when missing (needs root or sudo).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

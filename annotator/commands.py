@@ -1,0 +1,66 @@
+"""The ``sonolabel`` command groups (users, videos, demo) registered on the Flask CLI."""
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+
+from .db import db
+from .models import Role, User
+
+
+def register_commands(app: Flask) -> None:
+    from .video_cli import videos_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(videos_cli)
+    app.cli.add_command(worker_command)
+
+
+def fail(message: str) -> None:
+    """Refuse with exit code 2 and one line on stderr."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group("users", help="Manage users and their roles.")
+def users_cli() -> None:
+    pass
+
+
+@users_cli.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@with_appcontext
+def create_user(name: str, role: str) -> None:
+    """Create NAME; the password is read from stdin, or generated and printed once."""
+    if db.session.scalar(db.select(User).filter_by(username=name)):
+        fail(f"user {name!r} exists")
+    if not 1 <= len(name) <= 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        fail("user names are 1-64 letters, digits, '.', '-' or '_'")
+    password = "" if sys.stdin.isatty() else sys.stdin.readline().strip()
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(12)
+    user = User(username=name, role=Role(role))
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"created {role} {name}" + (f" with password: {password}" if generated else ""))
+
+
+@click.command("worker", help="Run the job consumer (Huey) on this machine.")
+@click.option("--workers", default=1, show_default=True, help="Jobs run at the same time.")
+@with_appcontext
+def worker_command(workers: int) -> None:
+    from flask import current_app
+    from huey.consumer import Consumer
+
+    from .jobs import make_huey
+
+    huey = make_huey(current_app._get_current_object())
+    click.echo(f"worker consuming {huey.storage.__class__.__name__} queue {huey.name!r}")
+    Consumer(huey, workers=workers, worker_type="thread").run()

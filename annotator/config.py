@@ -1,0 +1,41 @@
+"""Configuration read from the environment (``SONOLABEL_*``), with embedded defaults."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+
+def load_config(instance_path: str) -> dict[str, Any]:
+    """Settings for ``create_app``; every one can be overridden by a ``SONOLABEL_`` variable."""
+    instance = Path(instance_path)
+    data_dir = Path(os.environ.get("SONOLABEL_DATA_DIR", instance / "data"))
+    database_url = os.environ.get(
+        "SONOLABEL_DATABASE_URL", f"sqlite:///{instance / 'sonolabel.sqlite'}"
+    )
+    return {
+        "SECRET_KEY": os.environ.get("SONOLABEL_SECRET_KEY") or _instance_secret(instance),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SONOLABEL_DATA_DIR": str(data_dir),
+        "SONOLABEL_REDIS_URL": os.environ.get("SONOLABEL_REDIS_URL", ""),
+        # Werkzeug answers 413 past this; the upload view also streams to disk.
+        "MAX_CONTENT_LENGTH": int(os.environ.get("SONOLABEL_MAX_UPLOAD_MB", "2048")) * 1024 * 1024,
+        "SONOLABEL_MAX_FRAME_PIXELS": int(os.environ.get("SONOLABEL_MAX_FRAME_PIXELS", str(4096 * 4096))),
+        "SONOLABEL_SCENE_LENGTH": int(os.environ.get("SONOLABEL_SCENE_LENGTH", "20")),
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+    }
+
+
+def _instance_secret(instance: Path) -> str:
+    """A per-instance random key, kept on disk so sessions survive restarts."""
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

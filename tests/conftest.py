@@ -1,0 +1,120 @@
+"""Shared fixtures: an app on a fresh database (SQLite, and PostgreSQL when TEST_DATABASE_URL
+is set), users of every role, and a logged-in client."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from annotator import create_app
+from annotator.db import db
+from annotator.models import DEFAULT_CLASSES, LabelClass, Role, User
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PASSWORD = "correct horse battery"
+
+
+def shared_file(relpath: str) -> Path:
+    """A file from ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relpath
+    if not path.exists():
+        pytest.skip(f"real data {relpath} absent (../shared/data is not beside this checkout)")
+    return path
+
+
+def _database_urls() -> list[str]:
+    urls = ["sqlite"]
+    if os.environ.get("TEST_DATABASE_URL"):
+        urls.append("postgresql")
+    return urls
+
+
+@pytest.fixture(params=_database_urls())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database; for PostgreSQL a schema of its own, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    base = os.environ["TEST_DATABASE_URL"]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path):
+    app = create_app({
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SONOLABEL_DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "test",
+    })
+    os.makedirs(app.config["SONOLABEL_DATA_DIR"], exist_ok=True)
+    with app.app_context():
+        db.create_all()
+        # The migration seeds these too; create_all() is the fast path for tests.
+        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
+        for role in Role:
+            user = User(username=role.value, role=role)
+            user.set_password(PASSWORD)
+            db.session.add(user)
+        db.session.commit()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Session:
+    """A test client logged in as one role, with the CSRF token at hand."""
+
+    def __init__(self, app, role: str):
+        self.client = app.test_client()
+        self.role = role
+        page = self.client.get("/login")
+        self.csrf = _csrf_from(page.get_data(as_text=True))
+        resp = self.client.post("/login", data={"username": role, "password": PASSWORD,
+                                                "csrf_token": self.csrf})
+        assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+
+    def get(self, url: str, **kw):
+        return self.client.get(url, **kw)
+
+    def post(self, url: str, data=None, **kw):
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.csrf)
+        return self.client.post(url, data=data, **kw)
+
+    def json(self, method: str, url: str, payload=None):
+        return self.client.open(url, method=method, json=payload,
+                                headers={"X-CSRFToken": self.csrf, "Accept": "application/json"})
+
+
+def _csrf_from(html: str) -> str:
+    import re
+
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'name="csrf-token" content="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def login(app):
+    """``login("annotator")`` gives a Session for that role."""
+    return lambda role: Session(app, role)
