@@ -34,8 +34,11 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
 def roles_required(*roles: Role) -> Callable:
-    """Log-in plus one of ``roles`` (admins pass every check)."""
+    """Log-in, then one of ``roles`` (admins pass every check), then CSRF for state changes."""
     allowed = {Role.admin, *roles}
 
     def decorator(view: Callable) -> Callable:
@@ -44,6 +47,9 @@ def roles_required(*roles: Role) -> Callable:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             if current_user.role not in allowed:
                 abort(403, description="Your role may not do this.")
+            # CSRF after log-in and role, so an anonymous API call learns it needs to log in (401).
+            if request.method not in SAFE_METHODS:
+                csrf.protect()
             return view(*args, **kwargs)
 
         wrapped.allowed_roles = allowed  # read by the route x role test
@@ -55,6 +61,7 @@ def roles_required(*roles: Role) -> Callable:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "POST":
+        csrf.protect()
         user = db.session.scalar(db.select(User).filter_by(username=request.form.get("username", "")))
         if user is None or not user.active or not user.check_password(request.form.get("password", "")):
             flash("Wrong user name or password.", "error")

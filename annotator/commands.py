@@ -18,6 +18,11 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(videos_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(demo_command)
+    from .dataset_cli import datasets_cli, export_cli, labels_cli
+
+    for group in (datasets_cli, export_cli, labels_cli):
+        app.cli.add_command(group)
 
 
 def fail(message: str) -> None:
@@ -64,3 +69,40 @@ def worker_command(workers: int) -> None:
     huey = make_huey(current_app._get_current_object())
     click.echo(f"worker consuming {huey.storage.__class__.__name__} queue {huey.name!r}")
     Consumer(huey, workers=workers, worker_type="thread").run()
+
+
+DEMO_PATIENT = "DEMO-001"
+
+
+@click.command("demo", help="Migrate, create an admin (password printed once) and import a demo sweep.")
+@click.option("--frames", default=60, show_default=True, help="Frames of the synthetic sweep.")
+@with_appcontext
+def demo_command(frames: int) -> None:
+    from pathlib import Path
+
+    from flask import current_app
+    from flask_migrate import upgrade
+
+    from detector.phantom import main as phantom_main
+
+    from .models import Video
+    from .services.video_import import import_video
+
+    upgrade()
+    if db.session.scalar(db.select(User).filter_by(role=Role.admin)) is None:
+        password = secrets.token_urlsafe(12)
+        admin = User(username="admin", role=Role.admin)
+        admin.set_password(password)
+        db.session.add(admin)
+        db.session.commit()
+        click.echo(f"admin user: admin  password: {password}  (shown once; keep it)")
+    if db.session.scalar(db.select(db.func.count(Video.id))) == 0:
+        out = Path(current_app.config["SONOLABEL_DATA_DIR"]) / "demo"
+        if not any(out.rglob("*.mp4")):
+            click.echo("generating a synthetic liver sweep ...")
+            phantom_main(["--out", str(out), "--videos", "1", "--frames", str(frames),
+                          "--size", "512", "--seed", "7"])
+        video_path = sorted(out.rglob("*.mp4"))[0]
+        result = import_video(video_path, DEMO_PATIENT, scenes="auto", source_name=video_path.name)
+        click.echo(f"imported demo video {result.video.id}: {result.frames} frames, {result.scenes} scenes")
+    click.echo("open http://127.0.0.1:5000 and log in as admin")

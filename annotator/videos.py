@@ -56,7 +56,8 @@ def detail(video_id: int) -> Any:
 @bp.post("/videos/<int:video_id>/scenes")
 @roles_required(Role.data_manager)
 def create_scene(video_id: int) -> Any:
-    from .services.scenes import SceneRefused, cut_scene
+    from .services import SceneRefused
+    from .services.scenes import cut_scene
 
     video = db.get_or_404(Video, video_id)
     try:
@@ -94,7 +95,8 @@ def frame_image(frame_id: int) -> Any:
 @bp.route("/videos/upload", methods=["GET", "POST"])
 @roles_required(Role.data_manager)
 def upload() -> Any:
-    from .services.video_import import ImportRefused, import_video
+    from .services import ImportRefused
+    from .services.video_import import import_video
 
     context = {
         "max_mb": current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),

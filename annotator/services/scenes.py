@@ -1,0 +1,157 @@
+"""Split a video into scenes (runs of frames labelled as a unit) and edit them.
+
+- ``auto``: PySceneDetect's ContentDetector finds cuts (fed small crops during the import's one
+  decode pass), then runs longer than N frames are chopped into consecutive scenes of N (the
+  last one of a run may be shorter).
+- ``fixed:N``: no cut detection, consecutive scenes of N.
+- ``none``: the whole video is one scene.
+- :func:`cut_scene` (commits) makes a scene of exactly ``first..last``, trimming or splitting the scenes
+  it overlaps (pieces keep their status and assignee; a piece left empty is deleted), and
+  points each frame at its scene.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from sqlalchemy import update
+
+from ..db import db
+from ..models import Frame, Scene, Video
+from . import ImportRefused, SceneRefused
+
+DETECT_WIDTH = 160  # PySceneDetect compares colour histograms; small frames suffice and are fast
+
+
+@dataclass(frozen=True)
+class SceneMode:
+    kind: str  # "auto", "fixed" or "none"
+    length: int | None = None  # N for "fixed"; for "auto" None means the configured default
+
+
+def parse_scene_mode(text: str) -> SceneMode:
+    """``auto``, ``auto:N``, ``fixed:N`` or ``none``; anything else is refused (ImportRefused)."""
+    value = (text or "").strip().lower()
+    if value in ("auto", "none"):
+        return SceneMode(value)
+    kind, sep, number = value.partition(":")
+    if sep and kind in ("auto", "fixed") and number.isdigit() and int(number) >= 1:
+        return SceneMode(kind, int(number))
+    raise ImportRefused(f"scene mode {text!r} is not one of auto, fixed:N (N >= 1) or none")
+
+
+class CutDetector:
+    """Feeds frames, in order, to PySceneDetect's ContentDetector; ``cuts`` are first frames."""
+
+    def __init__(self, fps: float):
+        self.detector = None  # made on the first frame, once it is known whether video is grey
+        self.fps = float(fps) if fps > 0 else 30.0
+        self.cuts: list[int] = []
+        self.index = 0
+
+    @staticmethod
+    def small(image: np.ndarray) -> np.ndarray:
+        """A small copy for the detector, grey or BGR like ``image`` (made in worker threads)."""
+        h, w = image.shape[:2]
+        if w <= DETECT_WIDTH:
+            return image
+        scale = DETECT_WIDTH / w
+        return cv2.resize(image, (DETECT_WIDTH, max(1, round(h * scale))),
+                          interpolation=cv2.INTER_LINEAR)
+
+    def feed(self, small: np.ndarray) -> None:
+        from scenedetect import ContentDetector, FrameTimecode
+
+        if self.detector is None:
+            # Grey B-mode has no hue or saturation: with the default weights a total change of
+            # brightness would score only a third and never reach the threshold.
+            self.detector = ContentDetector(luma_only=small.ndim == 2)
+        bgr = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR) if small.ndim == 2 else small
+        for cut in self.detector.process_frame(FrameTimecode(self.index, self.fps), bgr):
+            frame = cut.frame_num
+            if 0 < frame and (not self.cuts or frame > self.cuts[-1]):
+                self.cuts.append(frame)
+        self.index += 1
+
+
+def scene_ranges(frame_count: int, cuts: list[int], length: int | None) -> list[tuple[int, int]]:
+    """Inclusive ``(first, last)`` ranges: split at ``cuts``, then every ``length`` frames."""
+    if frame_count <= 0:
+        return []
+    bounds = [0, *sorted(c for c in set(cuts) if 0 < c < frame_count), frame_count]
+    ranges = []
+    for start, stop in zip(bounds, bounds[1:]):
+        step = length or (stop - start)
+        for first in range(start, stop, step):
+            ranges.append((first, min(first + step, stop) - 1))
+    return ranges
+
+
+def cut_scene(video: Video, first: int, last: int) -> Scene:
+    """A new scene of frames ``first..last`` of ``video``; overlapped scenes are trimmed or split.
+
+    Commits; on failure rolls back. Raises :class:`SceneRefused` for a range that is not in
+    the video.
+    """
+    try:
+        scene = _cut(video, first, last)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return scene
+
+
+def _cut(video: Video, first: int, last: int) -> Scene:
+    if first > last:
+        raise SceneRefused(f"first frame {first} is after last frame {last}")
+    if first < 0 or last >= video.frame_count:
+        raise SceneRefused(
+            f"frames {first}..{last} are outside the video (frames 0..{video.frame_count - 1})")
+    overlapping = db.session.scalars(
+        db.select(Scene).where(Scene.video_id == video.id, Scene.first_frame <= last,
+                               Scene.last_frame >= first).order_by(Scene.first_frame)).all()
+    pieces: list[Scene] = []
+    kept: list[Scene] = []
+    for scene in overlapping:
+        before = (scene.first_frame, first - 1) if scene.first_frame < first else None
+        after = (last + 1, scene.last_frame) if scene.last_frame > last else None
+        if before and after:
+            # Split: this row keeps the part before, a copy with its status takes the part after.
+            tail = Scene(video_id=video.id, first_frame=after[0], last_frame=after[1],
+                         status=scene.status, assignee_id=scene.assignee_id,
+                         review_comment=scene.review_comment)
+            db.session.add(tail)
+            pieces.append(tail)
+            scene.last_frame = before[1]
+            kept.append(scene)
+        elif before:
+            scene.last_frame = before[1]
+            kept.append(scene)
+        elif after:
+            scene.first_frame = after[0]
+            kept.append(scene)
+        else:
+            db.session.delete(scene)  # fully covered: nothing of it is left
+    new = Scene(video_id=video.id, first_frame=first, last_frame=last)
+    db.session.add(new)
+    db.session.flush()
+    for scene in pieces:  # only split-off tails hold frames that still point elsewhere
+        _point_frames(video.id, scene.first_frame, scene.last_frame, scene.id)
+    _point_frames(video.id, first, last, new.id)
+    # The UPDATEs bypass the identity map: reload what the session holds of this video.
+    for obj in [video, new, *kept, *pieces]:
+        db.session.expire(obj)
+    for obj in list(db.session.identity_map.values()):
+        if isinstance(obj, Frame):
+            db.session.expire(obj)
+    return new
+
+
+def _point_frames(video_id: int, first: int, last: int, scene_id: int) -> None:
+    db.session.execute(
+        update(Frame)
+        .where(Frame.video_id == video_id, Frame.frame_index >= first, Frame.frame_index <= last)
+        .values(scene_id=scene_id)
+        .execution_options(synchronize_session=False))

@@ -1,0 +1,299 @@
+"""Video and DICOM import: decoding order and count, ROI crop and de-identification, lossless
+content-addressed storage, idempotent re-import, scenes, and the ``videos import`` CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_file
+
+from annotator.db import db
+from annotator.models import Frame, Patient, Scene, Video
+from annotator.services.video_import import import_video
+
+W, H = 224, 176
+# The fan: apex above the top edge, so the sector is a trapezoid with an arc at the bottom.
+SECTOR = np.array([[92, 30], [132, 30], [196, 150], [112, 166], [28, 150]], np.int32)
+TEXT_ORG = (4, 14)  # burned-in "patient" text, top-left, outside the sector
+
+
+def sector_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    cv2.fillConvexPoly(mask, SECTOR, 255)
+    return mask
+
+
+def synthetic_frames(n: int, seed: int = 0, colour_blob: bool = False) -> list[np.ndarray]:
+    """Moving speckle inside a sector, static white text and a logo outside it (BGR)."""
+    rng = np.random.default_rng(seed)
+    mask = sector_mask()
+    frames = []
+    for i in range(n):
+        img = np.full((H, W, 3), 40, np.uint8)  # the scanner's grey interface
+        speckle = rng.integers(30, 220, (H, W), dtype=np.uint8)
+        speckle = cv2.GaussianBlur(speckle, (3, 3), 0)
+        img[mask > 0] = speckle[mask > 0, None]
+        if colour_blob:
+            cv2.circle(img, (112 + (i % 5), 100), 10, (0, 0, 230), -1)  # red "Doppler"
+        cv2.putText(img, "DOE^JANE 1951", TEXT_ORG, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        cv2.rectangle(img, (190, 40), (214, 60), (255, 255, 255), -1)  # a static logo
+        frames.append(img)
+    return frames
+
+
+def write_video(path: Path, n: int = 30, fourcc: str = "MJPG", fps: float = 15.0, **kw) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
+    for frame in synthetic_frames(n, **kw):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def cv2_frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def stored_image(app, frame: Frame, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    path = Path(app.config["SONOLABEL_DATA_DIR"]) / frame.relpath
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == frame.sha256, "file content must match its address"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    assert image is not None
+    return image
+
+
+def data_files(app) -> list[Path]:
+    return sorted(p for p in Path(app.config["SONOLABEL_DATA_DIR"]).rglob("*") if p.is_file())
+
+
+def frames_of(video_id: int) -> list[Frame]:
+    return db.session.scalars(
+        db.select(Frame).where(Frame.video_id == video_id).order_by(Frame.frame_index)).all()
+
+
+@pytest.mark.parametrize("fourcc,suffix", [("MJPG", "avi"), ("mp4v", "mp4")])
+def test_synthetic_video_is_cropped_deidentified_and_stored(app, tmp_path, fourcc, suffix):
+    path = write_video(tmp_path / f"clip.{suffix}", n=30, fourcc=fourcc)
+    with app.app_context():
+        result = import_video(path, "P-001", scenes="fixed:10")
+        video = result.video
+        assert result.created and result.frames == cv2_frame_count(path) == 30
+        assert video.frame_count == 30 and video.container == suffix
+        assert video.deidentified and "hull" in video.deid_method
+        # The ROI is the sector's bounding box, plus codec flicker at its edge (blocks of 8 px).
+        sx, sy, sw, sh = cv2.boundingRect(SECTOR)
+        x, y, w, h = result.roi
+        assert abs(x - sx) <= 10 and abs(y - sy) <= 10
+        assert abs(x + w - sx - sw) <= 10 and abs(y + h - sy - sh) <= 10
+        assert y > TEXT_ORG[1] + 4, "the burned-in text rows must be outside the ROI"
+        frames = frames_of(video.id)
+        assert [f.frame_index for f in frames] == list(range(30))
+        stamps = [f.timestamp_ms for f in frames]
+        assert stamps[0] == pytest.approx(0.0, abs=1) and all(b > a for a, b in zip(stamps, stamps[1:]))
+        assert stamps[10] == pytest.approx(10 * 1000 / 15, abs=2)
+        inside = sector_mask()[y:y + h, x:x + w]
+        far_outside = cv2.dilate(inside, np.ones((25, 25), np.uint8)) == 0
+        for frame in frames[::7]:
+            image = stored_image(app, frame)
+            assert image.shape[:2] == (h, w) == (frame.height, frame.width)
+            assert image.ndim == 2, "a grey video is stored single-channel"
+            # Corners of the rectangle beside the sector (and the logo there) are blanked.
+            assert far_outside.any() and image[far_outside].max() == 0
+            assert image[inside > 0].std() > 10, "the speckle inside the sector is kept"
+        scenes = db.session.scalars(db.select(Scene).where(Scene.video_id == video.id)
+                                    .order_by(Scene.first_frame)).all()
+        assert [(s.first_frame, s.last_frame) for s in scenes] == [(0, 9), (10, 19), (20, 29)]
+        assert all(f.scene_id == scenes[f.frame_index // 10].id for f in frames)
+
+
+def test_mjpg_frames_are_stored_losslessly(app, tmp_path):
+    path = write_video(tmp_path / "clip.avi", n=12)
+    cap = cv2.VideoCapture(str(path))
+    decoded = [cap.read()[1] for _ in range(12)]
+    with app.app_context():
+        result = import_video(path, "P-001", scenes="none")
+        x, y, w, h = result.roi
+        mask = sector_mask()[y:y + h, x:x + w] > 0
+        for frame in frames_of(result.video.id):
+            stored = stored_image(app, frame)
+            expected = cv2.cvtColor(decoded[frame.frame_index][y:y + h, x:x + w], cv2.COLOR_BGR2GRAY)
+            assert np.array_equal(stored[mask], expected[mask])
+
+
+def test_reimport_is_idempotent(app, tmp_path):
+    path = write_video(tmp_path / "clip.avi", n=20)
+    with app.app_context():
+        first = import_video(path, "P-001")
+        files = data_files(app)
+        again = import_video(path, "P-001", source_name="renamed.avi")
+        assert not again.created and again.video.id == first.video.id
+        assert (again.frames, again.scenes, again.roi) == (first.frames, first.scenes, first.roi)
+        assert db.session.scalar(db.select(db.func.count(Video.id))) == 1
+        assert db.session.scalar(db.select(db.func.count(Frame.id))) == 20
+        assert db.session.scalar(db.select(db.func.count(Patient.id))) == 1
+        assert data_files(app) == files
+
+
+def test_colour_frames_stay_colour(app, tmp_path):
+    path = write_video(tmp_path / "doppler.avi", n=12, colour_blob=True)
+    with app.app_context():
+        result = import_video(path, "P-002", scenes="none")
+        x, y, _, _ = result.roi
+        image = stored_image(app, frames_of(result.video.id)[0])
+        assert image.ndim == 3
+        b, g, r = image[100 - y, 112 - x]
+        assert r > 150 and b < 80 and g < 80
+
+
+def test_real_cine_import(app):
+    path = shared_file("cine/abdominal-sample2-19fps.mp4")
+    with app.app_context():
+        result = import_video(path, "LIVER-01")
+        video = result.video
+        assert result.frames == cv2_frame_count(path) == video.frame_count == 454
+        assert video.fps == pytest.approx(19.0)
+        x, y, w, h = result.roi
+        # The sector lies in x ~190..950, y ~45..624 of the 1146x624 screen; the text panels are
+        # the header (y < 42), the left scales (x < 180) and the right parameter panel (x > 1020).
+        assert y >= 42 and x >= 180 and x + w <= 1020
+        assert 600 <= w <= 800 and 500 <= h <= 624
+        assert video.deidentified
+        # 454 frames at the default scene length 20, no content cut in this single sweep.
+        assert result.scenes >= 23
+        frames = frames_of(video.id)
+        assert len(frames) == 454 and all(f.scene_id is not None for f in frames)
+        image = stored_image(app, frames[200])
+        assert image.shape == (h, w)
+        # Outside the fan (the top corners of the rectangle) everything is 0; inside it is image.
+        assert image[:40, :60].max() == 0 and image[:40, -60:].max() == 0
+        assert image[h // 2 - 50:h // 2 + 50, w // 2 - 50:w // 2 + 50].mean() > 30
+
+
+def test_real_dicom_cine_import(app):
+    import pydicom
+
+    path = shared_file("dicom/greyscale-cine-27f.dcm")
+    original = pydicom.dcmread(path).pixel_array
+    with app.app_context():
+        result = import_video(path, "DCM-01", scenes="none")
+        assert result.frames == 27 and result.video.container == "dicom"
+        assert result.video.fps == pytest.approx(1000 / 33.333, rel=1e-3)
+        x, y, w, h = result.roi
+        # Burned-in name/DOB header (rows 0-40) and the left parameter text (x < 95) are cut off.
+        assert y >= 45 and x >= 90 and 500 <= w <= 640 and h >= 400
+        frames = frames_of(result.video.id)
+        stamps = [f.timestamp_ms for f in frames]
+        assert stamps[1] - stamps[0] == pytest.approx(33.333, abs=0.01)
+        image = stored_image(app, frames[5])
+        assert image.ndim == 2 and image.shape == (h, w)
+        # Lossless inside the image: the stored pixels are the DICOM's own values.
+        inner = (slice(h // 2, h // 2 + 100), slice(w // 2 - 100, w // 2 + 100))
+        assert np.array_equal(image[inner], original[5][y:y + h, x:x + w][inner])
+
+
+def _dicom(path: Path, frames: np.ndarray, photometric: str, **extra) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "DOE^JANE"
+    ds.Modality = "US"
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = photometric
+    if frames.ndim == 4:
+        ds.SamplesPerPixel = 3
+        ds.PlanarConfiguration = 0
+    else:
+        ds.SamplesPerPixel = 1
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_monochrome2_and_monochrome1(app, tmp_path):
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in synthetic_frames(10)])
+    m2 = _dicom(tmp_path / "m2.dcm", grey, "MONOCHROME2", FrameTime="50")
+    m1 = _dicom(tmp_path / "m1.dcm", 255 - grey, "MONOCHROME1", CineRate=25)
+    with app.app_context():
+        r2 = import_video(m2, "P-1", scenes="none")
+        r1 = import_video(m1, "P-1", scenes="none")
+        assert r2.frames == r1.frames == 10
+        assert r2.video.fps == pytest.approx(20.0) and r1.video.fps == pytest.approx(25.0)
+        assert r2.roi == r1.roi
+        x, y, w, h = r2.roi
+        assert y > TEXT_ORG[1] + 4
+        inside = sector_mask()[y:y + h, x:x + w] > 0
+        for a, b in zip(frames_of(r2.video.id), frames_of(r1.video.id)):
+            ia, ib = stored_image(app, a), stored_image(app, b)
+            # MONOCHROME1 is inverted on import, so both store the same bright-is-echo image.
+            assert np.array_equal(ia, ib)
+            assert np.array_equal(ia[inside], grey[a.frame_index][y:y + h, x:x + w][inside])
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_dicom_colour(app, tmp_path, photometric):
+    from pydicom.pixels import convert_color_space
+
+    rgb = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in synthetic_frames(8, colour_blob=True)])
+    data = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", "YBR_FULL")
+    vector = [0] + [40.0] * 7
+    path = _dicom(tmp_path / "c.dcm", data, photometric, FrameTimeVector=vector)
+    with app.app_context():
+        result = import_video(path, "P-1", scenes="none")
+        assert result.frames == 8
+        frames = frames_of(result.video.id)
+        assert [f.timestamp_ms for f in frames] == pytest.approx([40.0 * i for i in range(8)])
+        x, y, _, _ = result.roi
+        image = stored_image(app, frames[0])
+        assert image.ndim == 3
+        b, g, r = (int(v) for v in image[100 - y, 112 - x])
+        assert r > 200 and g < 40 and b < 40
+
+
+def test_cli_import_json(app, tmp_path):
+    path = write_video(tmp_path / "clip.avi", n=25)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["videos", "import", str(path), "--patient", "P-9",
+                                 "--scenes", "fixed:10", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out) == {"video_id", "frames", "scenes", "roi"}
+    assert out["frames"] == 25 and out["scenes"] == 3 and len(out["roi"]) == 4
+    again = runner.invoke(args=["videos", "import", str(path), "--patient", "P-9"])
+    assert again.exit_code == 0 and "already imported" in again.stdout
+    listed = runner.invoke(args=["videos", "list", "--json"])
+    assert json.loads(listed.stdout.splitlines()[0])["video_id"] == out["video_id"]
+
+
+def test_cli_refusal_exits_2_with_one_line(app, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n")
+    result = app.test_cli_runner().invoke(args=["videos", "import", str(bad), "--patient", "P-1"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "MP4" in lines[0]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Video.id))) == 0
