@@ -1,0 +1,228 @@
+"""The JSON API of the labelling workspace, under /api/.
+
+Views only parse the request, call ``services.labels`` and shape the answer; refusals come back
+as ``{"error": message}`` with the service's status code (400 bad input, 403 role, 404, 409
+stale version or locked scene). CSRF is enforced by Flask-WTF on every POST/PATCH/DELETE: the
+page sends the token from its ``csrf-token`` meta tag in the ``X-CSRFToken`` header. The
+OpenAPI document describing these routes is ``annotator/openapi.py``, served at
+``/api/openapi.json``; a test keeps it and the URL map in step.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+from flask_login import current_user
+
+from .auth import ALL_ROLES, roles_required
+from .db import db
+from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
+from .services import labels
+from .services.labels import Change, LabelRefused
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+EDIT = (Role.annotator,)
+
+
+@bp.errorhandler(LabelRefused)
+def _refused(err: LabelRefused) -> Any:
+    return jsonify(error=str(err), **err.detail), err.status
+
+
+def _payload() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise LabelRefused("Send a JSON object (Content-Type: application/json).")
+    return data
+
+
+def _usernames() -> dict[int, str]:
+    return dict(db.session.execute(db.select(User.id, User.username)).all())
+
+
+def box_json(box: Box, names: dict[int, str] | None = None) -> dict[str, Any]:
+    data = box.as_dict()
+    names = names if names is not None else _usernames()
+    data["author"] = names.get(box.author_id) if box.author_id else None
+    return data
+
+
+def scene_summary(scene: Scene, names: dict[int, str] | None = None) -> dict[str, Any]:
+    names = names if names is not None else _usernames()
+    return {
+        "id": scene.id, "video_id": scene.video_id, "patient": scene.video.patient.code,
+        "first_frame": scene.first_frame, "last_frame": scene.last_frame,
+        "status": scene.status.value, "assignee": names.get(scene.assignee_id),
+        "review_comment": scene.review_comment or "",
+        "updated_at": scene.updated_at.isoformat() if scene.updated_at else None,
+    }
+
+
+def _name(user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    if user_id == current_user.id:
+        return current_user.username
+    return db.session.scalar(db.select(User.username).where(User.id == user_id))
+
+
+def _change(change: Change, status: int = 200) -> Any:
+    """The answer to an edit, built from data taken before the commit (no further queries
+    in the common case: the author and assignee are the user who saved)."""
+    box = change.box_data
+    if box is not None:
+        box = {**box, "author": _name(box["author_id"])}
+    scene = change.scene_data
+    if scene is not None:
+        scene = {"id": scene["id"], "status": scene["status"], "assignee": _name(scene["assignee_id"]),
+                 "review_comment": scene["review_comment"]}
+    return jsonify(box=box, event_ids=change.event_ids, undo_ids=change.undo_ids, scene=scene), status
+
+
+def _permissions(scene: Scene) -> dict[str, bool]:
+    role = current_user.role
+    return {
+        "edit": role in labels.EDITOR_ROLES and scene.status in labels.EDITABLE,
+        "review": role in labels.REVIEWER_ROLES,
+        "submit": role in labels.EDITOR_ROLES,
+    }
+
+
+@bp.get("/scenes")
+@roles_required(*ALL_ROLES)
+def scenes() -> Any:
+    video_id = request.args.get("video_id", type=int)
+    found = labels.find_scenes(status=request.args.get("status", ""), video_id=video_id,
+                               patient=request.args.get("patient", ""),
+                               assignee=request.args.get("assignee", ""))
+    names = _usernames()
+    return jsonify(scenes=[scene_summary(s, names) for s in found])
+
+
+@bp.get("/scenes/<int:scene_id>")
+@roles_required(*ALL_ROLES)
+def scene(scene_id: int) -> Any:
+    """Everything the workspace needs: frames, boxes, classes, review notes, permissions."""
+    scene = db.get_or_404(Scene, scene_id)
+    names = _usernames()
+    frames = scene.frames
+    boxes = db.session.scalars(db.select(Box).where(Box.frame_id.in_([f.id for f in frames]))
+                               .order_by(Box.id)).all()
+    by_frame: dict[str, list] = {str(f.id): [] for f in frames}
+    for box in boxes:
+        by_frame[str(box.frame_id)].append(box_json(box, names))
+    classes = db.session.scalars(db.select(LabelClass).order_by(LabelClass.hotkey)).all()
+    return jsonify(
+        scene={**scene_summary(scene, names), "fps": scene.video.fps},
+        classes=[{"id": c.id, "name": c.name, "color": c.color, "hotkey": c.hotkey} for c in classes],
+        frames=[{"id": f.id, "index": f.frame_index, "timestamp_ms": f.timestamp_ms,
+                 "width": f.width, "height": f.height, "reviewed_empty": f.reviewed_empty,
+                 "image_url": url_for("videos.frame_image", frame_id=f.id)} for f in frames],
+        boxes=by_frame,
+        review=labels.review_notes(scene.id),
+        permissions=_permissions(scene),
+        user={"id": current_user.id, "username": current_user.username,
+              "role": current_user.role.value},
+    )
+
+
+@bp.get("/frames/<int:frame_id>/boxes")
+@roles_required(*ALL_ROLES)
+def frame_boxes(frame_id: int) -> Any:
+    frame = db.get_or_404(Frame, frame_id)
+    names = _usernames()
+    return jsonify(frame_id=frame.id, reviewed_empty=frame.reviewed_empty,
+                   boxes=[box_json(b, names) for b in frame.boxes])
+
+
+@bp.post("/frames/<int:frame_id>/boxes")
+@roles_required(*EDIT)
+def create_box(frame_id: int) -> Any:
+    return _change(labels.create_box(frame_id, _payload(), current_user), 201)
+
+
+@bp.patch("/boxes/<int:box_id>")
+@roles_required(*EDIT)
+def update_box(box_id: int) -> Any:
+    return _change(labels.update_box(box_id, _payload(), current_user))
+
+
+@bp.delete("/boxes/<int:box_id>")
+@roles_required(*EDIT)
+def delete_box(box_id: int) -> Any:
+    return _change(labels.delete_box(box_id, _payload(), current_user))
+
+
+@bp.post("/boxes/<int:box_id>/accept")
+@roles_required(*EDIT)
+def accept_box(box_id: int) -> Any:
+    return _change(labels.accept_box(box_id, _payload(), current_user))
+
+
+@bp.post("/boxes/<int:box_id>/reject")
+@roles_required(*EDIT)
+def reject_box(box_id: int) -> Any:
+    return _change(labels.reject_box(box_id, _payload(), current_user))
+
+
+@bp.post("/frames/<int:frame_id>/accept-above")
+@roles_required(*EDIT)
+def accept_above(frame_id: int) -> Any:
+    change = labels.accept_above(frame_id, _payload(), current_user)
+    frame = db.session.get(Frame, frame_id)
+    names = _usernames()
+    body, status = _change(change)
+    data = body.get_json()
+    data["boxes"] = [box_json(b, names) for b in frame.boxes]
+    return jsonify(data), status
+
+
+@bp.post("/frames/<int:frame_id>/no-findings")
+@roles_required(*EDIT)
+def no_findings(frame_id: int) -> Any:
+    change = labels.set_no_findings(frame_id, _payload(), current_user)
+    body, status = _change(change)
+    data = body.get_json()
+    data["reviewed_empty"] = db.session.get(Frame, frame_id).reviewed_empty
+    return jsonify(data), status
+
+
+@bp.post("/events/revert")
+@roles_required(*EDIT)
+def revert() -> Any:
+    return _change(labels.revert_events(_payload().get("event_ids") or [], current_user))
+
+
+@bp.post("/scenes/<int:scene_id>/status")
+@roles_required(Role.annotator, Role.reviewer)
+def scene_status(scene_id: int) -> Any:
+    return _change(labels.change_status(scene_id, _payload(), current_user))
+
+
+def event_json(ev: LabelEvent, names: dict[int, str]) -> dict[str, Any]:
+    return {"id": ev.id, "at": ev.at.isoformat(), "user": names.get(ev.user_id),
+            "scene_id": ev.scene_id, "frame_id": ev.frame_id, "box_id": ev.box_id,
+            "action": ev.action, "source": ev.source, "before": ev.before, "after": ev.after}
+
+
+@bp.get("/scenes/<int:scene_id>/events")
+@roles_required(*ALL_ROLES)
+def scene_events(scene_id: int) -> Any:
+    db.get_or_404(Scene, scene_id)
+    names = _usernames()
+    events = labels.scene_events(scene_id, request.args.get("frame_id", type=int))
+    return jsonify(events=[event_json(e, names) for e in events])
+
+
+@bp.get("/model-feedback")
+@roles_required(*ALL_ROLES)
+def model_feedback() -> Any:
+    return jsonify(versions=labels.model_feedback(request.args.get("scene_id", type=int)))
+
+
+@bp.get("/openapi.json")
+@roles_required(*ALL_ROLES)
+def openapi() -> Any:
+    from .openapi import spec
+
+    return jsonify(spec())

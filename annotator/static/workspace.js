@@ -1,0 +1,858 @@
+/* SonoLabel labelling workspace: a canvas editor for one scene.
+ *
+ * Every action is saved at once through /api/ (one request per action, sent in order through a
+ * single queue so each request carries the row_version the previous answer returned). A 409
+ * means someone else saved first: the user is told and the frame's boxes are reloaded from the
+ * server, so nothing saved is lost. Undo/redo send the event ids of a change to
+ * /api/events/revert; the server restores the recorded state only if the box is unchanged.
+ * Brightness, contrast and gamma are applied with a lookup table on an off-screen copy of the
+ * frame, only when the frame or the settings change.
+ */
+(() => {
+  "use strict";
+  const root = document.getElementById("ws");
+  if (!root) return;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("canvas");
+  const ctx = canvas.getContext("2d");
+  const stage = $("stage");
+  const EDITABLE = ["new", "in_progress", "returned"];
+  const EDITORS = ["admin", "annotator"];
+  const HANDLE_PX = 7;
+  const MIN_BOX = 3;
+
+  const S = {
+    scene: null, classes: [], frames: [], boxes: {}, review: { origins: {}, rejected: {} },
+    perms: {}, user: null, cur: 0, sel: null, classId: null,
+    threshold: 0.5, ghost: false, showModel: false, playing: null,
+    adj: { brightness: 0, contrast: 1, gamma: 1 },
+    view: { scale: 1, ox: 0, oy: 0, fitted: false },
+    undo: [], redo: [], images: new Map(), drag: null, hover: null,
+    pending: 0, tmp: 0, spaceDown: false,
+  };
+  window.sonolabel = S; // for debugging from the console and for end-to-end tests
+
+  // ---------- server ----------
+  class ApiError extends Error {
+    constructor(status, data) { super((data && data.error) || `HTTP ${status}`); this.status = status; this.data = data; }
+  }
+
+  async function api(method, url, body) {
+    const resp = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await resp.json(); } catch (_) { /* an HTML error page */ }
+    if (!resp.ok) throw new ApiError(resp.status, data);
+    return data;
+  }
+
+  let chain = Promise.resolve();
+  /* Run fn after every earlier save; frameId says which frame to reload if it fails. */
+  function enqueue(frameId, fn) {
+    S.pending++; saveState();
+    chain = chain.then(fn).catch((err) => failed(err, frameId)).finally(() => { S.pending--; saveState(); });
+    return chain;
+  }
+
+  async function failed(err, frameId) {
+    if (err instanceof ApiError && err.status === 409) {
+      toast(`${err.message} This frame was reloaded with the saved boxes.`, "conflict");
+    } else if (err instanceof ApiError) {
+      toast(`Not saved: ${err.message}`, "error");
+    } else {
+      toast(`Not saved (connection problem): ${err.message}. The frame was reloaded.`, "error");
+    }
+    if (frameId != null) await reloadFrame(frameId);
+  }
+
+  function saveState() {
+    const el = $("save-state");
+    if (S.pending > 0) { el.textContent = "Saving…"; el.className = "save-state busy"; }
+    else if (!S.perms.edit) { el.textContent = "View only"; el.className = "save-state muted"; }
+    else { el.textContent = "All changes saved"; el.className = "save-state ok"; }
+  }
+
+  async function reloadFrame(frameId) {
+    try {
+      const data = await api("GET", `/api/frames/${frameId}/boxes`);
+      const selId = S.sel && S.sel.id;
+      S.boxes[frameId] = data.boxes;
+      const frame = S.frames.find((f) => f.id === frameId);
+      if (frame) frame.reviewed_empty = data.reviewed_empty;
+      if (S.sel && S.sel.frame_id === frameId) S.sel = data.boxes.find((b) => b.id === selId) || null;
+    } catch (err) {
+      toast(`Could not reload the frame: ${err.message}`, "error");
+    }
+    refresh();
+  }
+
+  function sceneChanged(scene) {
+    if (!scene) return;
+    const was = S.scene.status;
+    Object.assign(S.scene, scene);
+    S.perms.edit = EDITORS.includes(S.user.role) && EDITABLE.includes(S.scene.status);
+    root.classList.toggle("readonly", !S.perms.edit);
+    saveState();
+    if (was !== S.scene.status) renderWorkflow();
+    renderHead();
+  }
+
+  function remember(ids, frameId, what) {
+    if (!ids || !ids.length) return;
+    S.undo.push({ ids, frameId, what });
+    if (S.undo.length > 200) S.undo.shift();
+    S.redo = [];
+    renderUndo();
+  }
+
+  // ---------- actions ----------
+  const frame = () => S.frames[S.cur];
+  const frameBoxes = (f = frame()) => (f ? S.boxes[f.id] || (S.boxes[f.id] = []) : []);
+  const isModel = (b) => b.source !== "manual";
+  const visible = (b) => !isModel(b) || (b.score ?? 0) >= S.threshold;
+  const classOf = (id) => S.classes.find((c) => c.id === id) || { name: `class ${id}`, color: "#ffffff" };
+
+  function guardEdit() {
+    if (S.perms.edit) return true;
+    const why = EDITORS.includes(S.user.role)
+      ? `The scene is ${S.scene.status.replace("_", " ")}; it is locked until a reviewer returns it.`
+      : "Your role can view this scene but not change its boxes.";
+    toast(why, "info");
+    return false;
+  }
+
+  function createBox(rect) {
+    const f = frame();
+    const box = { tmp: ++S.tmp, id: null, frame_id: f.id, class_id: S.classId, ...rect, source: "manual",
+                  score: null, model_version: null, author: S.user.username, row_version: 0 };
+    frameBoxes(f).push(box);
+    f.reviewed_empty = false;
+    S.sel = box;
+    refresh();
+    enqueue(f.id, async () => {
+      const r = await api("POST", `/api/frames/${f.id}/boxes`, { class_id: box.class_id, x: box.x, y: box.y, w: box.w, h: box.h });
+      Object.assign(box, r.box);
+      remember(r.undo_ids, f.id, "draw");
+      sceneChanged(r.scene);
+      refresh();
+    });
+  }
+
+  function updateBox(box, changes) {
+    const f = frame();
+    Object.assign(box, changes);
+    if (isModel(box)) box.source = "manual"; // the server accepts an edited pre-label
+    refresh();
+    enqueue(f.id, async () => {
+      if (box.id == null) throw new ApiError(409, { error: "The box was not saved." });
+      const r = await api("PATCH", `/api/boxes/${box.id}`, { row_version: box.row_version, ...changes });
+      Object.assign(box, r.box);
+      remember(r.undo_ids, f.id, "edit");
+      sceneChanged(r.scene);
+      refresh();
+    });
+  }
+
+  function removeBox(box) {
+    const f = frame();
+    const list = frameBoxes(f);
+    list.splice(list.indexOf(box), 1);
+    if (S.sel === box) S.sel = null;
+    refresh();
+    const verb = isModel(box) ? "reject" : "delete";
+    enqueue(f.id, async () => {
+      if (box.id == null) throw new ApiError(409, { error: "The box was not saved." });
+      const r = verb === "reject"
+        ? await api("POST", `/api/boxes/${box.id}/reject`, { row_version: box.row_version })
+        : await api("DELETE", `/api/boxes/${box.id}`, { row_version: box.row_version });
+      remember(r.undo_ids, f.id, verb);
+      sceneChanged(r.scene);
+    });
+  }
+
+  function acceptBox(box) {
+    const f = frame();
+    box.source = "manual";
+    refresh();
+    enqueue(f.id, async () => {
+      const r = await api("POST", `/api/boxes/${box.id}/accept`, { row_version: box.row_version });
+      Object.assign(box, r.box);
+      remember(r.undo_ids, f.id, "accept");
+      sceneChanged(r.scene);
+      refresh();
+    });
+  }
+
+  function acceptAll() {
+    if (!guardEdit()) return;
+    const f = frame();
+    const n = frameBoxes(f).filter((b) => isModel(b) && visible(b)).length;
+    if (!n) { toast("No pre-label on this frame reaches the threshold.", "info"); return; }
+    enqueue(f.id, async () => {
+      const r = await api("POST", `/api/frames/${f.id}/accept-above`, { threshold: S.threshold });
+      S.boxes[f.id] = r.boxes;
+      S.sel = null;
+      remember(r.undo_ids, f.id, "accept all");
+      sceneChanged(r.scene);
+      toast(`Accepted ${r.undo_ids.length} pre-label(s).`, "info");
+      refresh();
+    });
+  }
+
+  function noFindings() {
+    if (!guardEdit()) return;
+    const f = frame();
+    const empty = !f.reviewed_empty;
+    if (empty && frameBoxes(f).some((b) => !isModel(b))) {
+      toast("This frame has boxes; delete them before marking it as having no findings.", "info");
+      return;
+    }
+    enqueue(f.id, async () => {
+      const r = await api("POST", `/api/frames/${f.id}/no-findings`, { empty });
+      f.reviewed_empty = r.reviewed_empty;
+      if (empty) { S.boxes[f.id] = []; S.sel = null; }
+      sceneChanged(r.scene);
+      refresh();
+    });
+  }
+
+  function undoRedo(from, to, label) {
+    if (!guardEdit()) return;
+    const entry = from.pop();
+    if (!entry) { toast(`Nothing to ${label}.`, "info"); return; }
+    renderUndo();
+    goTo(S.frames.findIndex((f) => f.id === entry.frameId));
+    enqueue(entry.frameId, async () => {
+      try {
+        const r = await api("POST", "/api/events/revert", { event_ids: entry.ids });
+        to.push({ ids: r.undo_ids, frameId: entry.frameId, what: entry.what });
+        sceneChanged(r.scene);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409) { S.undo = []; S.redo = []; }
+        throw err;
+      } finally {
+        renderUndo();
+      }
+      await reloadFrame(entry.frameId);
+    });
+  }
+  const undo = () => undoRedo(S.undo, S.redo, "undo");
+  const redo = () => undoRedo(S.redo, S.undo, "redo");
+
+  async function setStatus(status, comment) {
+    try {
+      await chain; // every box save lands before the scene changes hands
+      const r = await api("POST", `/api/scenes/${S.scene.id}/status`, { status, comment: comment || "" });
+      sceneChanged(r.scene);
+      renderWorkflow();
+      const said = { submitted: "Submitted for review.", reviewed: "Scene accepted.", returned: "Scene returned to the annotator.", in_progress: "Scene reopened." };
+      toast(said[status] || "Saved.", "info");
+    } catch (err) {
+      toast(err.message, err.status === 409 ? "conflict" : "error");
+    }
+    refresh();
+  }
+
+  // ---------- navigation ----------
+  function goTo(i) {
+    if (i < 0 || i >= S.frames.length) return;
+    if (S.drag) S.drag = null;
+    S.cur = i;
+    if (S.sel && S.sel.frame_id !== frame().id) S.sel = null;
+    prefetch();
+    refresh();
+  }
+
+  function togglePlay() {
+    if (S.playing) { clearInterval(S.playing); S.playing = null; }
+    else {
+      if (S.cur >= S.frames.length - 1) goTo(0);
+      const fps = Math.min(Math.max(S.scene.fps || 10, 1), 25);
+      S.playing = setInterval(() => {
+        if (S.cur >= S.frames.length - 1) { togglePlay(); return; }
+        goTo(S.cur + 1);
+      }, 1000 / fps);
+    }
+    $("play").textContent = S.playing ? "❚❚" : "▶";
+  }
+
+  // ---------- images ----------
+  function image(f) {
+    let entry = S.images.get(f.id);
+    if (!entry) {
+      const img = new Image();
+      entry = { img, ok: false, adjusted: null, key: "" };
+      img.onload = () => { entry.ok = true; if (frame() && frame().id === f.id) draw(); };
+      img.onerror = () => { entry.failed = true; if (frame() && frame().id === f.id) draw(); };
+      img.src = f.image_url;
+      S.images.set(f.id, entry);
+    }
+    return entry;
+  }
+
+  function prefetch() {
+    for (let d = -1; d <= 6; d++) { const f = S.frames[S.cur + d]; if (f) image(f); }
+  }
+
+  function adjusted(entry) {
+    const a = S.adj;
+    const key = `${a.brightness}|${a.contrast}|${a.gamma}`;
+    if (key === "0|1|1") return entry.img;
+    if (entry.adjusted && entry.key === key) return entry.adjusted;
+    const { naturalWidth: w, naturalHeight: h } = entry.img;
+    const off = entry.adjusted || document.createElement("canvas");
+    off.width = w; off.height = h;
+    const octx = off.getContext("2d", { willReadFrequently: true });
+    octx.drawImage(entry.img, 0, 0);
+    const data = octx.getImageData(0, 0, w, h);
+    const lut = new Uint8ClampedArray(256);
+    for (let v = 0; v < 256; v++) {
+      const g = 255 * Math.pow(v / 255, 1 / a.gamma);
+      lut[v] = (g - 128) * a.contrast + 128 + a.brightness * 1.28;
+    }
+    const px = data.data;
+    for (let i = 0; i < px.length; i += 4) { px[i] = lut[px[i]]; px[i + 1] = lut[px[i + 1]]; px[i + 2] = lut[px[i + 2]]; }
+    octx.putImageData(data, 0, 0);
+    entry.adjusted = off; entry.key = key;
+    return off;
+  }
+
+  // ---------- view ----------
+  function resize() {
+    const r = stage.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.max(1, Math.round(r.width * dpr));
+    canvas.height = Math.max(1, Math.round(r.height * dpr));
+    canvas.style.width = `${r.width}px`; canvas.style.height = `${r.height}px`;
+    if (!S.view.fitted) fit(); else draw();
+  }
+
+  function fit() {
+    const f = frame();
+    if (!f) return;
+    const r = stage.getBoundingClientRect();
+    const pad = 24;
+    const scale = Math.min((r.width - 2 * pad) / f.width, (r.height - 2 * pad) / f.height);
+    S.view.scale = Math.max(scale, 0.05);
+    S.view.ox = (r.width - f.width * S.view.scale) / 2;
+    S.view.oy = (r.height - f.height * S.view.scale) / 2;
+    S.view.fitted = true;
+    draw();
+  }
+
+  function zoomAt(sx, sy, factor) {
+    const v = S.view;
+    const scale = Math.min(Math.max(v.scale * factor, 0.05), 40);
+    v.ox = sx - (sx - v.ox) * (scale / v.scale);
+    v.oy = sy - (sy - v.oy) * (scale / v.scale);
+    v.scale = scale;
+    draw();
+  }
+
+  function toFrame(e) {
+    const r = canvas.getBoundingClientRect();
+    const sx = e.clientX - r.left, sy = e.clientY - r.top;
+    return { sx, sy, x: (sx - S.view.ox) / S.view.scale, y: (sy - S.view.oy) / S.view.scale };
+  }
+
+  // ---------- drawing ----------
+  function draw() {
+    const f = frame();
+    const dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#050607";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    if (!f) return;
+    const v = S.view;
+    ctx.setTransform(dpr * v.scale, 0, 0, dpr * v.scale, dpr * v.ox, dpr * v.oy);
+    const entry = image(f);
+    ctx.imageSmoothingEnabled = v.scale < 2;
+    if (entry.ok) ctx.drawImage(adjusted(entry), 0, 0, f.width, f.height);
+    else {
+      ctx.fillStyle = "#15181c"; ctx.fillRect(0, 0, f.width, f.height);
+      label(entry.failed ? "image missing" : "loading…", f.width / 2 - 30 / v.scale, f.height / 2, "#8d97a5", null);
+    }
+    ctx.strokeStyle = "#2c333d"; ctx.lineWidth = 1 / v.scale; ctx.setLineDash([]);
+    ctx.strokeRect(0, 0, f.width, f.height);
+
+    if (S.ghost && S.cur > 0) {
+      for (const b of frameBoxes(S.frames[S.cur - 1]).filter(visible)) drawGhost(b);
+    }
+    if (S.showModel) drawModelOriginals(f);
+    const boxes = frameBoxes(f).filter(visible);
+    for (const b of boxes) if (b !== S.sel) drawBox(b, false);
+    if (S.sel && boxes.includes(S.sel)) drawBox(S.sel, true);
+    const d = S.drag;
+    if (d && d.mode === "draw" && d.rect) {
+      const c = classOf(S.classId).color;
+      ctx.setLineDash([]); ctx.lineWidth = 2 / v.scale; ctx.strokeStyle = c;
+      ctx.strokeRect(d.rect.x, d.rect.y, d.rect.w, d.rect.h);
+    }
+    renderOverlay();
+  }
+
+  function hexA(hex, a) {
+    const n = parseInt(hex.slice(1), 16);
+    return `rgba(${n >> 16 & 255},${n >> 8 & 255},${n & 255},${a})`;
+  }
+
+  function label(text, x, y, color, bg) {
+    const s = S.view.scale;
+    ctx.font = `600 ${12 / s}px system-ui, sans-serif`;
+    const w = ctx.measureText(text).width + 8 / s, h = 16 / s;
+    if (bg) { ctx.fillStyle = bg; ctx.fillRect(x, y - h, w, h); }
+    ctx.fillStyle = color; ctx.fillText(text, x + 4 / s, y - 4 / s);
+  }
+
+  function drawBox(b, selected) {
+    const s = S.view.scale;
+    const c = classOf(b.class_id);
+    const model = isModel(b);
+    ctx.lineWidth = (selected ? 2.5 : 2) / s;
+    ctx.setLineDash(model ? [7 / s, 5 / s] : []);
+    ctx.strokeStyle = c.color;
+    ctx.fillStyle = hexA(c.color, selected ? 0.16 : 0.06);
+    ctx.fillRect(b.x, b.y, b.w, b.h);
+    // A dark under-stroke keeps thin outlines readable on bright tissue.
+    ctx.save(); ctx.strokeStyle = "rgba(0,0,0,.55)"; ctx.lineWidth = ctx.lineWidth + 2 / s;
+    ctx.strokeRect(b.x, b.y, b.w, b.h); ctx.restore();
+    ctx.strokeRect(b.x, b.y, b.w, b.h);
+    ctx.setLineDash([]);
+    const text = model ? `${c.name} ${(b.score ?? 0).toFixed(2)}` : c.name;
+    const ty = b.y > 18 / s ? b.y : b.y + b.h + 16 / s;
+    label(text, b.x, ty, model ? c.color : "#06121a", model ? "rgba(5,6,7,.8)" : c.color);
+    if (selected && S.perms.edit) {
+      ctx.fillStyle = "#ffffff"; ctx.strokeStyle = "#06121a"; ctx.lineWidth = 1 / s;
+      for (const [hx, hy] of handlePoints(b)) {
+        const r = HANDLE_PX / 2 / s;
+        ctx.fillRect(hx - r, hy - r, 2 * r, 2 * r); ctx.strokeRect(hx - r, hy - r, 2 * r, 2 * r);
+      }
+    }
+  }
+
+  function drawGhost(b) {
+    const s = S.view.scale;
+    ctx.setLineDash([3 / s, 3 / s]);
+    ctx.lineWidth = 1.5 / s;
+    ctx.strokeStyle = hexA(classOf(b.class_id).color, 0.55);
+    ctx.strokeRect(b.x, b.y, b.w, b.h);
+    ctx.setLineDash([]);
+  }
+
+  function drawModelOriginals(f) {
+    const s = S.view.scale;
+    ctx.lineWidth = 1.5 / s;
+    ctx.setLineDash([2 / s, 4 / s]);
+    ctx.strokeStyle = "rgba(255,214,102,.8)";
+    for (const b of frameBoxes(f)) {
+      const o = S.review.origins[b.id];
+      if (o && o.kind === "edited" && o.model_box) {
+        const m = o.model_box; ctx.strokeRect(m.x, m.y, m.w, m.h);
+      }
+    }
+    for (const m of S.review.rejected[f.id] || []) {
+      ctx.strokeStyle = "rgba(200,200,200,.6)"; ctx.strokeRect(m.x, m.y, m.w, m.h);
+      ctx.beginPath(); ctx.moveTo(m.x, m.y); ctx.lineTo(m.x + m.w, m.y + m.h);
+      ctx.moveTo(m.x + m.w, m.y); ctx.lineTo(m.x, m.y + m.h); ctx.stroke();
+      label(`rejected ${(m.score ?? 0).toFixed(2)}`, m.x, m.y, "#c8c8c8", "rgba(5,6,7,.7)");
+    }
+    ctx.setLineDash([]);
+  }
+
+  function handlePoints(b) {
+    const { x, y, w, h } = b;
+    return [[x, y], [x + w / 2, y], [x + w, y], [x + w, y + h / 2], [x + w, y + h], [x + w / 2, y + h], [x, y + h], [x, y + h / 2]];
+  }
+  const HANDLE_SIDES = ["nw", "n", "ne", "e", "se", "s", "sw", "w"];
+
+  function hitHandle(b, p) {
+    const tol = HANDLE_PX / S.view.scale;
+    const pts = handlePoints(b);
+    for (let i = 0; i < pts.length; i++) if (Math.abs(pts[i][0] - p.x) <= tol && Math.abs(pts[i][1] - p.y) <= tol) return HANDLE_SIDES[i];
+    return null;
+  }
+
+  function hitBox(p) {
+    const tol = 3 / S.view.scale;
+    const hits = frameBoxes().filter(visible).filter((b) => p.x >= b.x - tol && p.x <= b.x + b.w + tol && p.y >= b.y - tol && p.y <= b.y + b.h + tol);
+    hits.sort((a, b) => a.w * a.h - b.w * b.h); // the smallest of nested boxes is the one aimed at
+    return hits[0] || null;
+  }
+
+  // ---------- mouse ----------
+  const clampRect = (r, f) => {
+    const x = Math.max(0, Math.min(r.x, f.width)), y = Math.max(0, Math.min(r.y, f.height));
+    return { x, y, w: Math.max(0, Math.min(r.x + r.w, f.width) - x), h: Math.max(0, Math.min(r.y + r.h, f.height) - y) };
+  };
+  const round = (r) => ({ x: Math.round(r.x * 10) / 10, y: Math.round(r.y * 10) / 10, w: Math.round(r.w * 10) / 10, h: Math.round(r.h * 10) / 10 });
+
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("mousedown", (e) => {
+    canvas.focus();
+    const p = toFrame(e);
+    if (e.button === 2 || e.button === 1 || S.spaceDown) {
+      S.drag = { mode: "pan", sx: p.sx, sy: p.sy, ox: S.view.ox, oy: S.view.oy };
+      return;
+    }
+    if (e.button !== 0) return;
+    const f = frame();
+    if (!f) return;
+    const handle = S.sel && S.perms.edit ? hitHandle(S.sel, p) : null;
+    if (handle) { S.drag = { mode: "resize", handle, box: S.sel, orig: { ...pick(S.sel) }, p }; return; }
+    const hit = hitBox(p);
+    if (hit) {
+      S.sel = hit;
+      if (S.perms.edit) S.drag = { mode: "move", box: hit, orig: { ...pick(hit) }, p };
+      refresh();
+      return;
+    }
+    S.sel = null;
+    if (S.perms.edit) {
+      const x = Math.max(0, Math.min(p.x, f.width)), y = Math.max(0, Math.min(p.y, f.height));
+      S.drag = { mode: "draw", p: { x, y }, rect: null };
+    } else {
+      S.drag = { mode: "pan", sx: p.sx, sy: p.sy, ox: S.view.ox, oy: S.view.oy };
+    }
+    refresh();
+  });
+
+  const pick = (b) => ({ x: b.x, y: b.y, w: b.w, h: b.h });
+
+  window.addEventListener("mousemove", (e) => {
+    const d = S.drag;
+    const p = toFrame(e);
+    if (!d) { hoverCursor(p); return; }
+    const f = frame();
+    if (d.mode === "pan") {
+      S.view.ox = d.ox + (p.sx - d.sx); S.view.oy = d.oy + (p.sy - d.sy); draw(); return;
+    }
+    if (d.mode === "draw") {
+      d.rect = clampRect({ x: Math.min(d.p.x, p.x), y: Math.min(d.p.y, p.y), w: Math.abs(p.x - d.p.x), h: Math.abs(p.y - d.p.y) }, f);
+    } else if (d.mode === "move") {
+      const o = d.orig;
+      const nx = Math.max(0, Math.min(o.x + p.x - d.p.x, f.width - o.w));
+      const ny = Math.max(0, Math.min(o.y + p.y - d.p.y, f.height - o.h));
+      Object.assign(d.box, { x: nx, y: ny });
+      d.moved = true;
+    } else if (d.mode === "resize") {
+      const o = d.orig;
+      let x0 = o.x, y0 = o.y, x1 = o.x + o.w, y1 = o.y + o.h;
+      const px = Math.max(0, Math.min(p.x, f.width)), py = Math.max(0, Math.min(p.y, f.height));
+      if (d.handle.includes("w")) x0 = px;
+      if (d.handle.includes("e")) x1 = px;
+      if (d.handle.includes("n")) y0 = py;
+      if (d.handle.includes("s")) y1 = py;
+      Object.assign(d.box, { x: Math.min(x0, x1), y: Math.min(y0, y1), w: Math.abs(x1 - x0), h: Math.abs(y1 - y0) });
+      d.moved = true;
+    }
+    draw();
+  });
+
+  window.addEventListener("mouseup", () => {
+    const d = S.drag;
+    S.drag = null;
+    if (!d) return;
+    if (d.mode === "draw") {
+      if (d.rect && d.rect.w >= MIN_BOX && d.rect.h >= MIN_BOX) createBox(round(d.rect));
+      else refresh();
+    } else if ((d.mode === "move" || d.mode === "resize") && d.moved) {
+      if (d.box.w < MIN_BOX || d.box.h < MIN_BOX) { Object.assign(d.box, d.orig); refresh(); return; }
+      const r = round(pick(d.box));
+      Object.assign(d.box, d.orig); // updateBox applies the change and records it
+      updateBox(d.box, r);
+    }
+  });
+
+  function hoverCursor(p) {
+    if (!frame()) return;
+    let cursor = S.perms.edit ? "crosshair" : "grab";
+    const handle = S.sel && S.perms.edit ? hitHandle(S.sel, p) : null;
+    if (handle) cursor = { n: "ns-resize", s: "ns-resize", e: "ew-resize", w: "ew-resize", ne: "nesw-resize", sw: "nesw-resize", nw: "nwse-resize", se: "nwse-resize" }[handle];
+    else if (hitBox(p)) cursor = S.perms.edit ? "move" : "pointer";
+    if (S.spaceDown) cursor = "grab";
+    canvas.style.cursor = cursor;
+  }
+
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const p = toFrame(e);
+    zoomAt(p.sx, p.sy, Math.pow(1.0015, -e.deltaY));
+  }, { passive: false });
+
+  // ---------- keyboard ----------
+  window.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t && (t.tagName === "TEXTAREA" || (t.tagName === "INPUT" && t.type !== "range" && t.type !== "checkbox") || t.tagName === "SELECT")) return;
+    if (t && t.tagName === "INPUT") t.blur();
+    const k = e.key;
+    const ctrl = e.ctrlKey || e.metaKey;
+    if (ctrl && (k === "z" || k === "Z")) { e.preventDefault(); if (e.shiftKey) redo(); else undo(); return; }
+    if (ctrl && (k === "y" || k === "Y")) { e.preventDefault(); redo(); return; }
+    if (ctrl || e.altKey) return;
+    if (!frame()) return;
+    const sel = S.sel && S.sel.frame_id === frame().id ? S.sel : null;
+    if (k === "ArrowRight" || k === "d" || k === "D") { e.preventDefault(); goTo(S.cur + 1); }
+    else if (k === "ArrowLeft" || k === "a" || k === "A") { e.preventDefault(); goTo(S.cur - 1); }
+    else if (k === " ") { e.preventDefault(); if (!e.repeat) { S.spaceDown = true; S.spaceUsed = false; } }
+    else if (/^[1-9]$/.test(k)) {
+      const c = S.classes.find((c) => c.hotkey === Number(k));
+      if (!c) return;
+      S.classId = c.id;
+      if (sel && sel.class_id !== c.id && guardEdit()) updateBox(sel, { class_id: c.id });
+      refresh();
+    }
+    else if (k === "g" || k === "G") { S.ghost = !S.ghost; $("ghost").checked = S.ghost; draw(); }
+    else if (k === "m" || k === "M") { S.showModel = !S.showModel; $("show-model").checked = S.showModel; draw(); }
+    else if (k === "Y" && e.shiftKey) { acceptAll(); }
+    else if (k === "y" || k === "Enter") {
+      if (sel && isModel(sel) && guardEdit()) { e.preventDefault(); acceptBox(sel); }
+    }
+    else if (k === "n" || k === "N" || k === "Delete" || k === "Backspace") {
+      if (!sel) return;
+      if ((k === "n" || k === "N") && !isModel(sel)) return;
+      e.preventDefault();
+      if (guardEdit()) removeBox(sel);
+    }
+    else if (k === "e" || k === "E") noFindings();
+    else if (k === "f" || k === "F") fit();
+    else if (k === "+" || k === "=") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 1.25);
+    else if (k === "-") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 0.8);
+    else if (k === "Escape") { S.sel = null; S.drag = null; refresh(); }
+    else if (k === "Tab") {
+      e.preventDefault();
+      const boxes = frameBoxes().filter(visible);
+      if (!boxes.length) return;
+      const i = boxes.indexOf(sel);
+      S.sel = boxes[(i + (e.shiftKey ? boxes.length - 1 : 1)) % boxes.length];
+      refresh();
+    }
+  });
+  window.addEventListener("keyup", (e) => {
+    if (e.key === " ") {
+      S.spaceDown = false;
+      // A tap plays or pauses; holding Space while dragging pans.
+      if (!S.spaceUsed) togglePlay();
+    }
+  });
+  canvas.addEventListener("mousedown", () => { if (S.spaceDown) S.spaceUsed = true; });
+
+  // ---------- panels ----------
+  function toast(text, kind) {
+    const el = document.createElement("div");
+    el.className = `toast ${kind || "info"}`;
+    el.setAttribute("role", kind === "info" ? "status" : "alert");
+    el.textContent = text;
+    $("toasts").appendChild(el);
+    setTimeout(() => el.classList.add("fade"), kind === "info" ? 2500 : 7000);
+    setTimeout(() => el.remove(), kind === "info" ? 3000 : 7600);
+  }
+
+  function renderHead() {
+    const st = $("status");
+    st.className = `status ${S.scene.status}`;
+    st.textContent = S.scene.status.replace("_", " ");
+    $("assignee").textContent = S.scene.assignee ? `Assigned to ${S.scene.assignee}` : "Not assigned yet";
+    const box = $("comment-box");
+    box.hidden = !(S.scene.review_comment && S.scene.status !== "reviewed");
+    $("comment-text").textContent = S.scene.review_comment || "";
+  }
+
+  function renderClasses() {
+    const el = $("classes");
+    el.innerHTML = "";
+    for (const c of S.classes) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = `class-btn${c.id === S.classId ? " active" : ""}`;
+      b.dataset.classId = c.id;
+      b.innerHTML = `<kbd></kbd><span class="swatch"></span><span class="name"></span>`;
+      b.querySelector("kbd").textContent = c.hotkey;
+      b.querySelector(".swatch").style.background = c.color;
+      b.querySelector(".name").textContent = c.name;
+      b.addEventListener("click", () => {
+        S.classId = c.id;
+        const sel = S.sel && S.sel.frame_id === frame().id ? S.sel : null;
+        if (sel && sel.class_id !== c.id && S.perms.edit) updateBox(sel, { class_id: c.id });
+        refresh();
+      });
+      el.appendChild(b);
+    }
+  }
+
+  function describe(b) {
+    const o = S.review.origins[b.id];
+    if (isModel(b)) return `${b.source === "model" ? "model" : "propagated"} ${b.model_version || ""} · ${(b.score ?? 0).toFixed(2)}`;
+    if (o && o.kind === "accepted") return `accepted from ${o.model_version || "model"} (${(o.score ?? 0).toFixed(2)}) by ${b.author || "?"}`;
+    if (o && o.kind === "edited") return `edited pre-label, IoU ${o.iou.toFixed(2)}${o.class_changed ? ", class changed" : ""} · ${b.author || "?"}`;
+    if (b.model_version) return `accepted from ${b.model_version} by ${b.author || "?"}`;
+    return `drawn by ${b.author || "?"}`;
+  }
+
+  function renderBoxList() {
+    const f = frame();
+    const list = $("box-list");
+    list.innerHTML = "";
+    const all = frameBoxes(f);
+    const shown = all.filter(visible);
+    $("box-count").textContent = all.length === shown.length ? `${all.length}` : `${shown.length} of ${all.length}`;
+    if (!shown.length) {
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = f && f.reviewed_empty ? "Marked: no findings." : "None. Drag on the image to draw.";
+      list.appendChild(li);
+    }
+    for (const b of shown) {
+      const c = classOf(b.class_id);
+      const li = document.createElement("li");
+      li.className = `${b === S.sel ? "sel " : ""}${isModel(b) ? "model" : "manual"}`;
+      li.dataset.boxId = b.id ?? "";
+      li.innerHTML = `<span class="swatch"></span><div><div class="name"></div><div class="meta"></div></div>`;
+      li.querySelector(".swatch").style.borderColor = c.color;
+      if (!isModel(b)) li.querySelector(".swatch").style.background = c.color;
+      li.querySelector(".name").textContent = `${c.name}${b.id ? ` #${b.id}` : ""}`;
+      li.querySelector(".meta").textContent = describe(b);
+      li.addEventListener("click", () => { S.sel = b; refresh(); });
+      list.appendChild(li);
+    }
+    const nf = $("no-findings");
+    nf.textContent = f && f.reviewed_empty ? "Clear “no findings”" : "No findings";
+    nf.disabled = !S.perms.edit;
+    $("accept-all").disabled = !S.perms.edit;
+    $("frame-audit").href = root.dataset.frameAuditUrl.replace("/0/", `/${f ? f.id : 0}/`);
+  }
+
+  function renderWorkflow() {
+    const el = $("workflow-body");
+    el.innerHTML = "";
+    const st = S.scene.status;
+    const p = (text, cls) => { const x = document.createElement("p"); x.className = cls || "small muted"; x.textContent = text; el.appendChild(x); return x; };
+    const button = (text, cls, fn, id) => {
+      const b = document.createElement("button"); b.type = "button"; b.textContent = text; b.className = cls; if (id) b.id = id;
+      b.addEventListener("click", fn); el.appendChild(b); return b;
+    };
+    const editor = EDITORS.includes(S.user.role);
+    const reviewer = ["admin", "reviewer"].includes(S.user.role);
+    if (editor && ["in_progress", "returned"].includes(st)) {
+      p("When every frame has its boxes or is marked “no findings”, hand the scene to a reviewer.");
+      button("Submit for review", "primary", () => setStatus("submitted"), "submit-scene");
+    } else if (editor && st === "new") {
+      p("Draw the first box to start this scene.");
+    } else if (st === "submitted" && !reviewer) {
+      p("Submitted: locked until a reviewer accepts or returns it.");
+    } else if (st === "reviewed" && !reviewer) {
+      p("Reviewed and accepted.");
+    }
+    if (reviewer && ["submitted", "reviewed"].includes(st)) {
+      const counts = { drawn: 0, accepted: 0, edited: 0, pending: 0 };
+      for (const o of Object.values(S.review.origins)) counts[o.kind] = (counts[o.kind] || 0) + 1;
+      const rejected = Object.values(S.review.rejected).reduce((n, l) => n + l.length, 0);
+      p(`Boxes: ${counts.drawn} drawn, ${counts.accepted} pre-labels accepted as they were, ${counts.edited} pre-labels edited, ${rejected} rejected, ${counts.pending} left undecided.`, "small");
+      const ta = document.createElement("textarea");
+      ta.id = "review-comment"; ta.rows = 3; ta.placeholder = "What should the annotator fix? (needed to return)";
+      el.appendChild(ta);
+      const row = document.createElement("div"); row.className = "row"; el.appendChild(row);
+      if (st === "submitted") row.appendChild(button("Accept scene", "primary", () => setStatus("reviewed", ta.value), "accept-scene"));
+      row.appendChild(button("Return to annotator", "danger", () => {
+        if (!ta.value.trim()) { toast("Write what to fix before returning the scene.", "info"); ta.focus(); return; }
+        setStatus("returned", ta.value);
+      }, "return-scene"));
+    }
+  }
+
+  function renderTimeline() {
+    const el = $("timeline");
+    if (el.childElementCount !== S.frames.length) {
+      el.innerHTML = "";
+      S.frames.forEach((f, i) => {
+        const c = document.createElement("span");
+        c.title = `frame #${f.index}`;
+        c.addEventListener("click", () => goTo(i));
+        el.appendChild(c);
+      });
+    }
+    S.frames.forEach((f, i) => {
+      const boxes = S.boxes[f.id] || [];
+      const manual = boxes.some((b) => !isModel(b)), model = boxes.some((b) => isModel(b) && visible(b));
+      el.children[i].className = `${i === S.cur ? "cur " : ""}${manual ? "has-boxes" : model ? "has-model" : f.reviewed_empty ? "empty" : ""}`;
+    });
+  }
+
+  function renderOverlay() {
+    const f = frame();
+    if (!f) return;
+    $("frame-info").textContent = `Frame ${S.cur + 1} / ${S.frames.length} · #${f.index} · ${(f.timestamp_ms / 1000).toFixed(2)} s`;
+    $("zoom-info").textContent = `${Math.round(S.view.scale * 100)} %${S.ghost ? " · ghost" : ""}`;
+    $("empty-badge").hidden = !f.reviewed_empty;
+  }
+
+  function renderUndo() {
+    $("undo").disabled = !S.undo.length;
+    $("redo").disabled = !S.redo.length;
+  }
+
+  function refresh() {
+    if (!frame()) return;
+    $("scrubber").value = S.cur;
+    $("frame-counter").textContent = `${S.cur + 1} / ${S.frames.length}`;
+    for (const b of document.querySelectorAll(".class-btn")) b.classList.toggle("active", Number(b.dataset.classId) === S.classId);
+    if (S.sel && !visible(S.sel)) S.sel = null;
+    renderBoxList();
+    renderTimeline();
+    draw();
+  }
+
+  // ---------- controls ----------
+  function slider(id, out, fmt, apply) {
+    const input = $(id);
+    const update = () => { const v = Number(input.value); $(out).textContent = fmt(v); apply(v); };
+    input.addEventListener("input", update);
+    input.addEventListener("pointerup", () => input.blur());
+    return update;
+  }
+  const updThr = slider("threshold", "thr-out", (v) => v.toFixed(2), (v) => { S.threshold = v; refresh(); });
+  const updBri = slider("brightness", "bri-out", (v) => `${v > 0 ? "+" : ""}${v}`, (v) => { S.adj.brightness = v; draw(); });
+  const updCon = slider("contrast", "con-out", (v) => v.toFixed(2), (v) => { S.adj.contrast = v; draw(); });
+  const updGam = slider("gamma", "gam-out", (v) => v.toFixed(2), (v) => { S.adj.gamma = v; draw(); });
+  $("adj-reset").addEventListener("click", () => {
+    $("brightness").value = 0; $("contrast").value = 1; $("gamma").value = 1; updBri(); updCon(); updGam();
+  });
+  $("ghost").addEventListener("change", (e) => { S.ghost = e.target.checked; draw(); });
+  $("show-model").addEventListener("change", (e) => { S.showModel = e.target.checked; draw(); });
+  $("fit").addEventListener("click", fit);
+  $("accept-all").addEventListener("click", acceptAll);
+  $("no-findings").addEventListener("click", noFindings);
+  $("prev").addEventListener("click", () => goTo(S.cur - 1));
+  $("next").addEventListener("click", () => goTo(S.cur + 1));
+  $("play").addEventListener("click", togglePlay);
+  $("undo").addEventListener("click", undo);
+  $("redo").addEventListener("click", redo);
+  $("scrubber").addEventListener("input", (e) => goTo(Number(e.target.value)));
+  new ResizeObserver(resize).observe(stage);
+
+  // ---------- start ----------
+  async function load() {
+    const data = await api("GET", root.dataset.sceneUrl);
+    Object.assign(S, { scene: data.scene, classes: data.classes, frames: data.frames, review: data.review,
+                       perms: data.permissions, user: data.user });
+    S.boxes = {};
+    for (const f of S.frames) S.boxes[f.id] = (data.boxes[String(f.id)] || []);
+    S.classId = S.classes.length ? S.classes[0].id : null;
+    const reviewer = ["reviewer"].includes(S.user.role) || (S.user.role === "admin" && S.scene.status === "submitted");
+    S.showModel = reviewer; $("show-model").checked = reviewer;
+    $("scrubber").max = Math.max(0, S.frames.length - 1);
+    updThr();
+    renderClasses(); renderHead(); renderWorkflow(); renderUndo();
+    root.classList.toggle("readonly", !S.perms.edit);
+    saveState();
+    prefetch();
+    S.view.fitted = false;
+    resize();
+    refresh();
+    root.dataset.ready = "1";
+  }
+  load().catch((err) => toast(`The scene could not be loaded: ${err.message}`, "error"));
+})();

@@ -1,0 +1,118 @@
+"""Scene workflow: new -> in_progress -> submitted -> reviewed | returned, the comment the
+annotator sees, the locks, and the pages (lists with filters, review queue, audit)."""
+from __future__ import annotations
+
+import pytest
+from scene_seed import seed_scene
+
+from annotator.db import db
+from annotator.models import LabelEvent, SceneStatus
+
+
+def status(s, scene_id, to, comment=""):
+    return s.json("POST", f"/api/scenes/{scene_id}/status", {"status": to, "comment": comment})
+
+
+def test_full_cycle_with_return_and_resubmit(app, login):
+    seeded = seed_scene(app, prelabels=2)
+    sid, fid = seeded.scene_id, seeded.frame_ids[0]
+    ann, rev = login("annotator"), login("reviewer")
+
+    resp = status(ann, sid, "submitted")
+    assert resp.status_code == 409 and "new" in resp.get_json()["error"]
+    assert status(ann, sid, "in_progress").get_json()["scene"]["status"] == "in_progress"
+    ann.json("POST", f"/api/boxes/{seeded.prelabel_ids[0]}/accept", {"row_version": 1})
+    assert status(ann, sid, "submitted").status_code == 200
+
+    # Submitted scenes are locked for editing.
+    resp = ann.json("POST", f"/api/frames/{fid}/boxes", {"class_id": 1, "x": 1, "y": 1, "w": 9, "h": 9})
+    assert resp.status_code == 409 and "submitted" in resp.get_json()["error"]
+    assert ann.get(f"/api/scenes/{sid}").get_json()["permissions"]["edit"] is False
+
+    # The reviewer sees it in the queue with who made the boxes and how they relate to pre-labels.
+    queue = rev.get("/review")
+    assert queue.status_code == 200 and f'data-scene="{sid}"' in queue.get_data(as_text=True)
+    data = rev.get(f"/api/scenes/{sid}").get_json()
+    assert data["permissions"]["review"] is True
+    accepted = data["review"]["origins"][str(seeded.prelabel_ids[0])]
+    assert accepted["kind"] == "accepted" and accepted["model_version"] == "two-frame-v3"
+    assert data["review"]["origins"][str(seeded.prelabel_ids[1])]["kind"] == "pending"
+    assert next(b for b in data["boxes"][str(fid)] if b["id"] == seeded.prelabel_ids[0])["author"] == "annotator"
+
+    resp = status(rev, sid, "returned")
+    assert resp.status_code == 400 and "comment" in resp.get_json()["error"]
+    resp = status(rev, sid, "returned", "  Vessel at the top left is missing.  ")
+    assert resp.status_code == 200
+    assert resp.get_json()["scene"]["review_comment"] == "Vessel at the top left is missing."
+
+    # The annotator sees the comment, in the scene and in the list.
+    assert ann.get(f"/api/scenes/{sid}").get_json()["scene"]["review_comment"].startswith("Vessel")
+    assert "Vessel at the top left" in ann.get("/scenes?status=returned").get_data(as_text=True)
+    resp = ann.json("POST", f"/api/frames/{fid}/boxes", {"class_id": 2, "x": 1, "y": 1, "w": 30, "h": 8})
+    assert resp.status_code == 201 and resp.get_json()["scene"]["status"] == "in_progress"
+    assert status(ann, sid, "submitted").status_code == 200
+    assert status(rev, sid, "reviewed").get_json()["scene"]["status"] == "reviewed"
+    assert status(ann, sid, "in_progress").status_code == 409  # only a reviewer reopens
+
+    with app.app_context():
+        moves = [(e.before["status"], e.after["status"]) for e in db.session.scalars(
+            db.select(LabelEvent).filter_by(action="status").order_by(LabelEvent.id))]
+    assert moves == [("new", "in_progress"), ("in_progress", "submitted"), ("submitted", "returned"),
+                     ("returned", "in_progress"), ("in_progress", "submitted"), ("submitted", "reviewed")]
+
+
+@pytest.mark.parametrize("start, to, code", [
+    (SceneStatus.new, "reviewed", 409),
+    (SceneStatus.in_progress, "reviewed", 409),
+    (SceneStatus.reviewed, "submitted", 409),
+    (SceneStatus.in_progress, "new", 409),
+    (SceneStatus.in_progress, "finished", 400),
+])
+def test_illegal_transitions_are_refused_with_a_message(app, login, start, to, code):
+    seeded = seed_scene(app, status=start)
+    resp = status(login("admin"), seeded.scene_id, to, "why")
+    assert resp.status_code == code and resp.get_json()["error"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(LabelEvent.id))) == 0
+
+
+def test_review_notes_show_edited_and_rejected_prelabels(app, login):
+    seeded = seed_scene(app, prelabels=3)
+    a, b, c = seeded.prelabel_ids
+    ann = login("annotator")
+    ann.json("PATCH", f"/api/boxes/{a}", {"row_version": 1, "w": 12})  # half the model's width
+    ann.json("POST", f"/api/boxes/{b}/reject", {"row_version": 1})
+    notes = login("reviewer").get(f"/api/scenes/{seeded.scene_id}").get_json()["review"]
+    edited = notes["origins"][str(a)]
+    assert edited["kind"] == "edited" and edited["iou"] == 0.5 and edited["model_box"]["w"] == 24
+    assert [r["id"] for r in notes["rejected"][str(seeded.frame_ids[0])]] == [b]
+    assert notes["origins"][str(c)]["kind"] == "pending"
+
+
+def test_pages_render_for_every_role(app, login):
+    seeded = seed_scene(app, prelabels=1)
+    login("annotator").json("POST", f"/api/boxes/{seeded.prelabel_ids[0]}/reject", {"row_version": 1})
+    for role in ("admin", "annotator", "reviewer", "data_manager"):
+        s = login(role)
+        for url in ("/scenes", "/review", f"/scenes/{seeded.scene_id}/label",
+                    f"/scenes/{seeded.scene_id}/audit", f"/frames/{seeded.frame_ids[0]}/audit"):
+            resp = s.get(url)
+            assert resp.status_code == 200, (role, url)
+    s = login("reviewer")
+    audit = s.get(f"/scenes/{seeded.scene_id}/audit").get_data(as_text=True)
+    assert "reject" in audit and "annotator" in audit and "two-frame-v3" in audit
+    label = s.get(f"/scenes/{seeded.scene_id}/label").get_data(as_text=True)
+    assert 'id="canvas"' in label and "workspace.js" in label
+    assert "two-frame-v3" in s.get("/scenes").get_data(as_text=True)  # the model feedback table
+
+
+def test_scene_list_filters_on_the_page(app, login):
+    one = seed_scene(app, patient="P001")
+    two = seed_scene(app, patient="P002", status=SceneStatus.submitted)
+    s = login("reviewer")
+    page = s.get("/scenes?patient=P002").get_data(as_text=True)
+    assert f'data-scene="{two.scene_id}"' in page and f'data-scene="{one.scene_id}"' not in page
+    page = s.get("/review").get_data(as_text=True)
+    assert f'data-scene="{two.scene_id}"' in page and f'data-scene="{one.scene_id}"' not in page
+    page = s.get(f"/scenes?video_id={one.video_id}&status=new").get_data(as_text=True)
+    assert f'data-scene="{one.scene_id}"' in page and f'data-scene="{two.scene_id}"' not in page
