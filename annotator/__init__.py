@@ -28,10 +28,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, errors, videos
+    from . import api, auth, errors, videos, workspace
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(videos.bp)
+    app.register_blueprint(workspace.bp)
+    app.register_blueprint(api.bp)
+    from . import datasets
+
+    app.register_blueprint(datasets.bp)
     errors.register(app)
 
     from .commands import register_commands

@@ -252,3 +252,56 @@ DEFAULT_CLASSES = [
     {"id": 1, "name": "tumor", "color": "#5ec8f2", "hotkey": 1},
     {"id": 2, "name": "vessel", "color": "#e53935", "hotkey": 2},
 ]
+
+
+class DatasetVersion(db.Model):
+    """A frozen, immutable dataset: which scenes, up to which label event, split how, and the
+    hash of the COCO files stored under ``<data dir>/datasets/<id>/``. Rows are never updated."""
+
+    __tablename__ = "dataset_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    split_by: Mapped[str] = mapped_column(String(16))  # "patient" or "video"
+    ratios: Mapped[list] = mapped_column(JSON)  # [train, val, test]
+    seed: Mapped[int] = mapped_column(Integer)
+    filters: Mapped[dict] = mapped_column(JSON)  # statuses, video ids, patient codes, class names
+    # The newest label event when the version was frozen; later events are not in it.
+    last_event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    image_count: Mapped[int] = mapped_column(Integer)
+    box_count: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict] = mapped_column(JSON)  # per split: images, boxes, patients, videos
+
+    created_by: Mapped[User | None] = relationship()
+    scenes: Mapped[list[DatasetScene]] = relationship(
+        back_populates="version", order_by="DatasetScene.scene_id", cascade="all, delete-orphan"
+    )
+
+
+class DatasetScene(db.Model):
+    """One scene frozen into a version, with its split and the newest label event it contains."""
+
+    __tablename__ = "dataset_scenes"
+    __table_args__ = (UniqueConstraint("version_id", "scene_id", name="version_scene"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"),
+                                            index=True)
+    # Plain integers, not foreign keys: a frozen version outlives the rows it describes.
+    scene_id: Mapped[int] = mapped_column(Integer, index=True)
+    video_id: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(8))  # "train", "val" or "test"
+    status: Mapped[str] = mapped_column(String(20))  # the scene's status when frozen
+    frame_count: Mapped[int] = mapped_column(Integer)
+    box_count: Mapped[int] = mapped_column(Integer)
+    last_event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    version: Mapped[DatasetVersion] = relationship(back_populates="scenes")
+
+
+@event.listens_for(DatasetVersion, "before_update")
+@event.listens_for(DatasetScene, "before_update")
+def _refuse_frozen_change(mapper: Any, connection: Any, target: Any) -> None:
+    raise RuntimeError("dataset versions are immutable")

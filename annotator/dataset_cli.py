@@ -1,0 +1,244 @@
+"""``sonolabel datasets ...``, ``sonolabel export ...`` and ``sonolabel labels ...``.
+
+Refusals (bad names, leaks, malformed label files) print ``error: ...`` on stderr and exit 2;
+a label import with problems first lists each one on stdout.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from flask.cli import with_appcontext
+
+from .commands import fail
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        fail(f"{what} must be comma-separated numbers, not {text!r}")
+        raise AssertionError  # unreachable: fail() exits
+
+
+def _words(text: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror}")
+    except (ValueError, UnicodeDecodeError) as err:
+        fail(f"{path} is not valid JSON: {err}")
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+@click.group("datasets", help="Freeze and list dataset versions.")
+def datasets_cli() -> None:
+    pass
+
+
+@datasets_cli.command("create")
+@click.argument("name")
+@click.option("--split-by", type=click.Choice(["patient", "video"]), default="patient",
+              show_default=True, help="What may never be in two parts.")
+@click.option("--ratios", default="0.7,0.15,0.15", show_default=True,
+              help="train,val,test shares; a 0 drops that part.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--status", default="reviewed", show_default=True,
+              help="Scene statuses, comma-separated ('any' for all).")
+@click.option("--video", "videos", default="", help="Only these video ids (comma-separated).")
+@click.option("--patient", "patients", default="", help="Only these patient codes.")
+@click.option("--class", "classes", default="", help="Only scenes with, and boxes of, these classes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@with_appcontext
+def create_cmd(name: str, split_by: str, ratios: str, seed: int, status: str, videos: str,
+               patients: str, classes: str, as_json: bool) -> None:
+    """Freeze the selected scenes as version NAME (immutable), split without leakage."""
+    from .services.datasets import DatasetRefused, Selection, SplitSpec, create_version, parse_ratios
+
+    statuses = () if status.strip().lower() == "any" else _words(status)
+    selection = Selection(statuses=statuses, video_ids=_ints(videos, "--video"),
+                          patient_codes=_words(patients), class_names=_words(classes))
+    try:
+        spec = SplitSpec(by=split_by, ratios=parse_ratios(ratios), seed=seed)
+        version = create_version(name, selection, spec, progress=True)
+    except DatasetRefused as err:
+        fail(str(err))
+    if as_json:
+        click.echo(json.dumps({"version": version.name, "hash": version.content_hash,
+                               "splits": version.summary}))
+        return
+    click.echo(f"version {version.name}: {version.image_count} images, {version.box_count} boxes, "
+               f"hash {version.content_hash}")
+    for part, s in version.summary.items():
+        click.echo(f"  {part}: {s['images']} images, {s['boxes']} boxes, "
+                   f"patients {', '.join(s['patients'])}")
+
+
+@datasets_cli.command("list")
+@with_appcontext
+def list_cmd() -> None:
+    """List the versions, newest first."""
+    import sqlalchemy as sa
+
+    from .db import db
+    from .models import DatasetVersion
+
+    for v in db.session.scalars(sa.select(DatasetVersion).order_by(DatasetVersion.id.desc())):
+        parts = ", ".join(f"{p} {s['images']}" for p, s in v.summary.items())
+        click.echo(f"{v.name}\t{v.created_at:%Y-%m-%d %H:%M}\tby {v.split_by}\t{parts}\t"
+                   f"{v.content_hash[:12]}")
+
+
+@datasets_cli.command("verify")
+@click.argument("version")
+@with_appcontext
+def verify_cmd(version: str) -> None:
+    """Check that VERSION's files still match its hash."""
+    from .services.datasets import DatasetRefused, get_version, split_files
+
+    try:
+        split_files(get_version(version))
+    except DatasetRefused as err:
+        fail(str(err))
+    click.echo(f"version {version}: files match the hash")
+
+
+# --- export ----------------------------------------------------------------------------------
+
+@click.group("export", help="Write a dataset version as COCO or Label Studio files.")
+def export_cli() -> None:
+    pass
+
+
+@export_cli.command("coco")
+@click.argument("version")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="New or empty folder: OUT/<part>/annotations.json and the images beside it.")
+@with_appcontext
+def export_coco_cmd(version: str, out: str) -> None:
+    """Copy VERSION's frozen COCO parts and images to OUT."""
+    from .services.datasets import DatasetRefused, export_coco, get_version
+
+    try:
+        files = export_coco(get_version(version), Path(out), progress=True)
+    except DatasetRefused as err:
+        fail(str(err))
+    for part, path in files.items():
+        click.echo(f"{part}: {path}")
+
+
+@export_cli.command("labelstudio")
+@click.argument("version", required=False)
+@click.option("--scene", "scene_id", type=int, help="Export this scene (as it is now) instead.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Tasks JSON; the labeling config is written beside it as <out>.xml.")
+@click.option("--image-prefix", default="", help="Put before each image file name, e.g. "
+              "/data/local-files/?d=sonolabel/")
+@click.option("--push", "push_url", help="Also create a project on this Label Studio server.")
+@click.option("--token", envvar="LABEL_STUDIO_API_KEY", help="Access token for --push.")
+@with_appcontext
+def export_labelstudio_cmd(version: str | None, scene_id: int | None, out: str, image_prefix: str,
+                           push_url: str | None, token: str | None) -> None:
+    """Write VERSION (or --scene) as Label Studio tasks plus the matching labeling config."""
+    from .services import ServiceError
+    from .services.datasets import get_version
+    from .services.labelstudio import labeling_config, push, scene_tasks, version_tasks
+
+    if (version is None) == (scene_id is None):
+        fail("name a VERSION or give --scene, not both")
+    try:
+        if version is not None:
+            tasks, title = version_tasks(get_version(version), image_prefix), f"SonoLabel {version}"
+        else:
+            tasks, title = scene_tasks(scene_id, image_prefix), f"SonoLabel scene {scene_id}"
+        config = labeling_config()
+        project_id = push(push_url, token or "", title, tasks, config) if push_url else None
+    except ServiceError as err:
+        fail(str(err))
+    path = Path(out)
+    _write_atomic(path, json.dumps(tasks, indent=1))
+    _write_atomic(path.with_name(path.name + ".xml"), config)
+    click.echo(f"{len(tasks)} tasks: {path}; labeling config: {path}.xml")
+    if project_id is not None:
+        click.echo(f"pushed to {push_url}: project {project_id}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot write {path}: {err.strerror}")
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+@click.group("labels", help="Import labels made elsewhere.")
+def labels_cli() -> None:
+    pass
+
+
+_MATCH = click.Choice(["frame_index", "file_name"])
+_STATUS = click.Choice(["new", "in_progress", "submitted", "reviewed", "returned"])
+
+
+def _run_import(kind: str, path: str, video: int, match: str, status: str | None, dry_run: bool,
+                as_json: bool) -> None:
+    from .services.label_import import LabelImportRefused, import_coco
+    from .services.labelstudio import import_labelstudio
+
+    data = _read_json(path)
+    run = import_coco if kind == "coco" else import_labelstudio
+    try:
+        report = run(data, video, match=match, status=status, dry_run=dry_run)
+    except LabelImportRefused as err:
+        for problem in err.problems:
+            click.echo(f"problem: {problem}")
+        fail(f"{len(err.problems)} problem(s) in {path}; nothing was imported")
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        for line in report.lines():
+            click.echo(line)
+
+
+@labels_cli.command("import")
+@click.argument("annotations", type=click.Path(dir_okay=False))
+@click.option("--video", type=int, required=True, help="The imported video the labels belong to.")
+@click.option("--match", type=_MATCH, default="frame_index", show_default=True)
+@click.option("--status", type=_STATUS, help="Set the touched scenes to this status.")
+@click.option("--dry-run", is_flag=True, help="Check and report; write nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def import_cmd(annotations: str, video: int, match: str, status: str | None, dry_run: bool,
+               as_json: bool) -> None:
+    """Import a COCO file's boxes into VIDEO's frames (all or nothing)."""
+    _run_import("coco", annotations, video, match, status, dry_run, as_json)
+
+
+@labels_cli.command("import-labelstudio")
+@click.argument("export", type=click.Path(dir_okay=False))
+@click.option("--video", type=int, required=True)
+@click.option("--match", type=_MATCH, default="frame_index", show_default=True,
+              help="data.frame_index of the task, or the file name in data.image.")
+@click.option("--status", type=_STATUS, help="Set the touched scenes to this status.")
+@click.option("--dry-run", is_flag=True, help="Check and report; write nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@with_appcontext
+def import_labelstudio_cmd(export: str, video: int, match: str, status: str | None, dry_run: bool,
+                           as_json: bool) -> None:
+    """Import a Label Studio JSON export (annotations and predictions) into VIDEO's frames."""
+    _run_import("labelstudio", export, video, match, status, dry_run, as_json)

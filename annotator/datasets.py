@@ -1,0 +1,115 @@
+"""Pages for dataset versions: list, create form, detail, and downloads (zip, Label Studio)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+
+from .auth import roles_required, wants_json
+from .db import db
+from .models import DatasetVersion, LabelClass, Patient, Role, Scene, SceneStatus, Video
+
+bp = Blueprint("datasets", __name__)
+MANAGERS = (Role.data_manager,)  # admins pass every check
+
+
+@bp.get("/datasets")
+@roles_required(*MANAGERS)
+def index() -> Any:
+    versions = db.session.scalars(sa.select(DatasetVersion).order_by(DatasetVersion.id.desc())).all()
+    return render_template("datasets/index.html", versions=versions)
+
+
+def _form_context() -> dict[str, Any]:
+    counts = dict(db.session.execute(
+        sa.select(Scene.status, sa.func.count(Scene.id)).group_by(Scene.status)).all())
+    return {
+        "statuses": [(s.value, counts.get(s, 0)) for s in SceneStatus],
+        "videos": db.session.scalars(sa.select(Video).order_by(Video.id)).all(),
+        "patients": db.session.scalars(sa.select(Patient).order_by(Patient.code)).all(),
+        "classes": db.session.scalars(sa.select(LabelClass).order_by(LabelClass.id)).all(),
+    }
+
+
+@bp.get("/datasets/new")
+@roles_required(*MANAGERS)
+def new() -> Any:
+    return render_template("datasets/new.html", form={}, **_form_context())
+
+
+@bp.post("/datasets")
+@roles_required(*MANAGERS)
+def create() -> Any:
+    from .services.datasets import DatasetRefused, Selection, SplitSpec, create_version, parse_ratios
+
+    form = request.form
+    try:
+        try:
+            video_ids = tuple(int(v) for v in form.getlist("video"))
+            seed = int(form.get("seed", "0") or 0)
+        except ValueError:
+            raise DatasetRefused("Videos and the seed are whole numbers.")
+        ratios = parse_ratios(",".join(form.get(k, "") for k in ("train", "val", "test")))
+        selection = Selection(statuses=tuple(form.getlist("status")), video_ids=video_ids,
+                              patient_codes=tuple(form.getlist("patient")),
+                              class_names=tuple(form.getlist("class")))
+        spec = SplitSpec(by=form.get("split_by", "patient"), ratios=ratios, seed=seed)
+        version = create_version(form.get("name", "").strip(), selection, spec, user=current_user)
+    except DatasetRefused as err:
+        if wants_json():
+            return {"error": str(err)}, err.status
+        flash(str(err), "error")
+        return render_template("datasets/new.html", form=form, **_form_context()), err.status
+    if wants_json():
+        return {"version": version.name, "id": version.id, "hash": version.content_hash,
+                "splits": version.summary}, 201
+    flash(f"Version {version.name} frozen: {version.image_count} images, {version.box_count} boxes.")
+    return redirect(url_for("datasets.detail", version_id=version.id))
+
+
+@bp.get("/datasets/<int:version_id>")
+@roles_required(*MANAGERS)
+def detail(version_id: int) -> Any:
+    version = db.get_or_404(DatasetVersion, version_id)
+    return render_template("datasets/detail.html", version=version)
+
+
+@bp.get("/datasets/<int:version_id>/download")
+@roles_required(*MANAGERS)
+def download(version_id: int) -> Any:
+    from .services.datasets import DatasetRefused, ensure_zip
+
+    version = db.get_or_404(DatasetVersion, version_id)
+    try:
+        path = ensure_zip(version)
+    except DatasetRefused as err:
+        abort(err.status, description=str(err))
+    return send_file(path, mimetype="application/zip", as_attachment=True,
+                     download_name=f"{version.name}.zip", etag=version.content_hash)
+
+
+@bp.get("/datasets/<int:version_id>/labelstudio.json")
+@roles_required(*MANAGERS)
+def labelstudio_tasks(version_id: int) -> Any:
+    from .services.datasets import DatasetRefused
+    from .services.labelstudio import version_tasks
+
+    version = db.get_or_404(DatasetVersion, version_id)
+    try:
+        tasks = version_tasks(version, request.args.get("image_prefix", ""))
+    except DatasetRefused as err:
+        abort(err.status, description=str(err))
+    return Response(json.dumps(tasks), mimetype="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{version.name}.labelstudio.json"'})
+
+
+@bp.get("/datasets/labelstudio-config.xml")
+@roles_required(*MANAGERS)
+def labelstudio_config() -> Any:
+    from .services.labelstudio import labeling_config
+
+    return Response(labeling_config(), mimetype="application/xml", headers={
+        "Content-Disposition": 'attachment; filename="sonolabel-labeling-config.xml"'})

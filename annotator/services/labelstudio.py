@@ -1,0 +1,343 @@
+"""Label Studio interchange: tasks and labeling config out, Label Studio JSON exports back in.
+
+Design choices:
+- One converter, COCO -> tasks: a version's tasks come from its frozen COCO files (what the
+  version froze, not today's labels), a scene's from a COCO document built on the spot.
+- A task per frame: ``data.image`` is ``image_prefix`` + the export file name; ``data`` also
+  carries ``video_id``, ``frame_index``, ``scene_id``, ``patient_code`` and the split, which
+  Label Studio keeps untouched, so an export comes back to the right frames.
+- Boxes are ``rectanglelabels`` in percent of the frame with ``original_width/height``. Manual
+  and propagated boxes are the task's annotation; model boxes are ``predictions``, one per
+  model version, each region with its ``score`` and the prediction with their mean. What the
+  format has no place for (propagated source, track ids) sits in
+  ``data.sonolabel_regions[<region id>]`` and is applied on import to the region of that id.
+- A reviewed-empty frame is exported as an annotation with an empty result; on import a task
+  whose only annotations are empty marks its frame reviewed-empty again.
+- On import percentages become pixels and box edges are rounded to whole pixels (Label Studio
+  leaves float noise: 100 px comes back as 99.9999984), so whole-pixel boxes survive a round
+  trip exactly. Rotated boxes, other region types, unknown labels, boxes outside the frame or
+  of another frame size, and colliding task or region ids are problems: nothing is imported.
+- Pushing to a server goes through ``label_studio_sdk``: create a project with the config,
+  then import the tasks. Only http(s) URLs are accepted; failures become one clear message.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlparse
+from xml.sax.saxutils import quoteattr
+
+import sqlalchemy as sa
+
+from ..db import db
+from ..models import BoxSource, DatasetVersion, LabelClass, Scene, User
+from . import ServiceError
+from .coco_export import build_coco, frames_of_scenes
+from .label_import import (
+    ImportedBox,
+    ImportPlan,
+    ImportReport,
+    VideoFrames,
+    apply_plan,
+    class_ids_by_name,
+    fit_box,
+    is_int,
+    is_number,
+    video_frames,
+)
+
+FROM_NAME = "label"
+TO_NAME = "image"
+MATCHES = ("frame_index", "file_name")
+
+
+class LabelStudioRefused(ServiceError):
+    """A Label Studio request that cannot be carried out."""
+
+
+def labeling_config(classes: list[tuple[str, str]] | None = None) -> str:
+    """The config that matches the exported tasks: one image, one RectangleLabels per class."""
+    if classes is None:
+        classes = list(db.session.execute(
+            sa.select(LabelClass.name, LabelClass.color).order_by(LabelClass.id)))
+    labels = "\n".join(f"    <Label value={quoteattr(name)} background={quoteattr(color)}/>"
+                       for name, color in classes)
+    return (f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
+            f'  <RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">\n{labels}\n'
+            "  </RectangleLabels>\n</View>\n")
+
+
+def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None = None
+                  ) -> list[dict[str, Any]]:
+    """Label Studio tasks for the images of a COCO document written by ``coco_export``."""
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in doc["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    tasks = []
+    for img in doc["images"]:
+        W, H = img["width"], img["height"]
+        manual: list[dict[str, Any]] = []
+        predicted: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        meta: dict[str, dict[str, Any]] = {}
+        for ann in by_image.get(img["id"], ()):
+            rid = f"a{ann['id']}"
+            x, y, w, h = ann["bbox"]
+            item = {"id": rid, "type": "rectanglelabels", "from_name": FROM_NAME,
+                    "to_name": TO_NAME, "original_width": W, "original_height": H,
+                    "image_rotation": 0,
+                    "value": {"x": 100.0 * x / W, "y": 100.0 * y / H, "width": 100.0 * w / W,
+                              "height": 100.0 * h / H, "rotation": 0,
+                              "rectanglelabels": [names[ann["category_id"]]]}}
+            source = ann.get("source", "manual")
+            region = {"source": source}
+            if ann.get("track_id") is not None:
+                region["track_id"] = ann["track_id"]
+            if source == BoxSource.model.value:
+                if ann.get("score") is not None:
+                    item["score"] = ann["score"]
+                predicted[ann.get("model_version") or ""].append(item)
+            else:
+                manual.append(item)
+            meta[rid] = region
+        data = {"image": image_prefix + img["file_name"], "video_id": img.get("video_id"),
+                "frame_index": img.get("frame_index"), "scene_id": img.get("scene_id"),
+                "patient_code": img.get("patient_code"), "sonolabel_regions": meta}
+        if split is not None:
+            data["split"] = split
+        task: dict[str, Any] = {"data": data}
+        if manual or img.get("reviewed_empty"):
+            task["annotations"] = [{"result": manual, "ground_truth": False}]
+        if predicted:
+            task["predictions"] = []
+            for version, items in sorted(predicted.items()):
+                scores = [i["score"] for i in items if "score" in i]
+                pred: dict[str, Any] = {"model_version": version, "result": items}
+                if scores:
+                    pred["score"] = sum(scores) / len(scores)
+                task["predictions"].append(pred)
+        tasks.append(task)
+    return tasks
+
+
+def version_tasks(version: DatasetVersion, image_prefix: str = "") -> list[dict[str, Any]]:
+    from .datasets import load_parts
+
+    tasks: list[dict[str, Any]] = []
+    for part, doc in load_parts(version).items():
+        tasks.extend(coco_to_tasks(doc, image_prefix, split=part))
+    return tasks
+
+
+def scene_tasks(scene_id: int, image_prefix: str = "") -> list[dict[str, Any]]:
+    """Tasks for a scene as it is now (every stored frame of it)."""
+    if db.session.get(Scene, scene_id) is None:
+        raise LabelStudioRefused(f"No scene {scene_id}.", status=404)
+    doc = build_coco({"scene": frames_of_scenes([scene_id])})["scene"]
+    return coco_to_tasks(doc, image_prefix)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
+    """Check a Label Studio JSON export against the video's frames; problems go in the plan."""
+    plan = ImportPlan(video_id)
+    if match not in MATCHES:
+        plan.problem(f"match by frame_index or file_name, not {match!r}")
+        return plan
+    frames = video_frames(video_id)
+    if isinstance(data, dict) and "data" in data:
+        data = [data]
+    if not isinstance(data, list):
+        plan.problem("not a Label Studio JSON export: expected a list of tasks")
+        return plan
+    classes = class_ids_by_name()
+    task_ids: set[int] = set()
+    task_of_frame: dict[int, str] = {}
+    for n, task in enumerate(data):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            plan.problem(f"task #{n}: not an object with a 'data' object")
+            continue
+        tid = task.get("id")
+        where = f"task {tid}" if tid is not None else f"task #{n}"
+        if tid is not None:
+            if not is_int(tid):
+                plan.problem(f"{where}: 'id' must be an integer")
+                continue
+            if tid in task_ids:
+                plan.problem(f"task id {tid} is used twice")
+                continue
+            task_ids.add(tid)
+        d = task["data"]
+        if is_int(d.get("video_id")) and d["video_id"] != video_id:
+            plan.skipped_images += 1
+            continue
+        frame = _match_task(d, frames, match, where, plan)
+        if frame is None:
+            continue
+        if frame.id in task_of_frame:
+            plan.problem(f"{task_of_frame[frame.id]} and {where} both match frame {frame.frame_index}")
+            continue
+        task_of_frame[frame.id] = where
+        plan.matched_frames.add(frame.id)
+        meta = d.get("sonolabel_regions") if isinstance(d.get("sonolabel_regions"), dict) else {}
+        annotations = task.get("annotations") or []
+        predictions = task.get("predictions") or []
+        if not isinstance(annotations, list) or not isinstance(predictions, list):
+            plan.problem(f"{where}: 'annotations' and 'predictions' must be lists")
+            continue
+        answered, regions = False, 0
+        for k, ann in enumerate(annotations):
+            if not isinstance(ann, dict) or not isinstance(ann.get("result", []), list):
+                plan.problem(f"{where}, annotation #{k}: needs a 'result' list")
+                continue
+            if ann.get("was_cancelled"):
+                continue
+            answered = True
+            regions += _regions(ann.get("result", []), frame, classes, meta, None,
+                                f"{where}, annotation #{k}", plan)
+        for k, pred in enumerate(predictions):
+            if not isinstance(pred, dict) or not isinstance(pred.get("result", []), list):
+                plan.problem(f"{where}, prediction #{k}: needs a 'result' list")
+                continue
+            _regions(pred.get("result", []), frame, classes, meta, pred,
+                     f"{where}, prediction #{k}", plan)
+        if answered and regions == 0:
+            plan.empty_frames.add(frame.id)
+    return plan
+
+
+def _match_task(d: dict[str, Any], frames: VideoFrames, match: str, where: str, plan: ImportPlan):
+    if match == "frame_index":
+        index = d.get("frame_index")
+        if not is_int(index):
+            plan.problem(f"{where}: no integer data.frame_index (try matching by file_name)")
+            return None
+        frame = frames.by_index.get(index)
+        if frame is None:
+            plan.problem(f"{where}: video {frames.video_id} has no stored frame {index}")
+        return frame
+    image = d.get("image")
+    if not isinstance(image, str) or not image:
+        plan.problem(f"{where}: no data.image")
+        return None
+    found = frames.match_name(image)
+    if len(found) != 1:
+        plan.problem(f"{where}: image {image!r} matches "
+                     + ("no frame" if not found else f"{len(found)} frames (identical content)")
+                     + f" of video {frames.video_id}")
+        return None
+    return found[0]
+
+
+def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str, Any],
+             prediction: dict[str, Any] | None, where: str, plan: ImportPlan) -> int:
+    """Add the regions of one annotation (``prediction`` None) or prediction; count them."""
+    seen: set[str] = set()
+    count = 0
+    for k, item in enumerate(results):
+        at = f"{where}, region #{k}"
+        if not isinstance(item, dict):
+            plan.problem(f"{at}: not an object")
+            continue
+        rid = item.get("id")
+        if rid is not None:
+            at = f"{where}, region {rid}"
+            if rid in seen:
+                plan.problem(f"{where}: region id {rid!r} is used twice")
+                continue
+            seen.add(rid)
+        if item.get("type") != "rectanglelabels":
+            plan.problem(f"{at}: type {item.get('type')!r} is not supported (only rectanglelabels)")
+            continue
+        value = item.get("value")
+        if not isinstance(value, dict) or not all(is_number(value.get(k)) for k in ("x", "y", "width", "height")):
+            plan.problem(f"{at}: value needs numbers x, y, width and height")
+            continue
+        if abs(value.get("rotation") or 0) > 1e-6:
+            plan.problem(f"{at}: rotated boxes ({value['rotation']:g}°) cannot be imported")
+            continue
+        labels = value.get("rectanglelabels")
+        if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
+            plan.problem(f"{at}: needs exactly one label in rectanglelabels, got {labels!r}")
+            continue
+        class_id = classes.get(labels[0].strip().lower())
+        if class_id is None:
+            plan.problem(f"{at}: unknown class {labels[0]!r}; the classes are {', '.join(sorted(classes))}")
+            continue
+        sizes = [(key, item.get(key), have) for key, have in
+                 (("original_width", frame.width), ("original_height", frame.height))]
+        wrong = [f"{key} {got}" for key, got, have in sizes if got is not None and got != have]
+        if wrong:
+            plan.problem(f"{at}: {', '.join(wrong)} differs from frame {frame.frame_index}'s "
+                         f"{frame.width}x{frame.height}")
+            continue
+        W, H = frame.width, frame.height
+        x, y = value["x"] * W / 100.0, value["y"] * H / 100.0
+        w, h = value["width"] * W / 100.0, value["height"] * H / 100.0
+        if fit_box(x, y, w, h, frame, at, plan) is None:
+            continue
+        x0, y0 = max(0, round(x)), max(0, round(y))
+        x1, y1 = min(W, round(x + w)), min(H, round(y + h))
+        if x1 <= x0 or y1 <= y0:
+            plan.problem(f"{at}: the box is smaller than a pixel")
+            continue
+        region = meta.get(rid) if isinstance(meta.get(rid), dict) else {}
+        track_id = region.get("track_id") if is_int(region.get("track_id")) else None
+        if prediction is None:
+            source = (BoxSource.propagated if region.get("source") == BoxSource.propagated.value
+                      else BoxSource.manual)
+            score, version = None, None
+        else:
+            source = BoxSource.model
+            score = item.get("score", prediction.get("score"))
+            if score is not None and (not is_number(score) or not 0 <= score <= 1):
+                plan.problem(f"{at}: score must be a number from 0 to 1, got {score!r}")
+                continue
+            version = prediction.get("model_version") or None
+            if version is not None and (not isinstance(version, str) or len(version) > 64):
+                plan.problem(f"{at}: model_version must be a text of up to 64 characters")
+                continue
+        plan.boxes.append(ImportedBox(frame.id, class_id, float(x0), float(y0), float(x1 - x0),
+                                      float(y1 - y0), source=source,
+                                      score=None if score is None else float(score),
+                                      model_version=version, track_id=track_id))
+        count += 1
+    return count
+
+
+def import_labelstudio(data: Any, video_id: int, match: str = "frame_index",
+                       status: str | None = None, dry_run: bool = False,
+                       user: User | None = None) -> ImportReport:
+    """Parse and apply a Label Studio JSON export; raises ``LabelImportRefused`` on problems."""
+    return apply_plan(parse_labelstudio(data, video_id, match), status=status, dry_run=dry_run,
+                      user=user)
+
+
+# --- server ----------------------------------------------------------------------------------
+
+def push(url: str, token: str, title: str, tasks: list[dict[str, Any]], config: str,
+         timeout: float = 30.0, retries: int = 2) -> int:
+    """Create a project on a Label Studio server and import the tasks; its id."""
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise LabelStudioRefused(f"{url!r} is not a Label Studio address (http:// or https://).")
+    if not token:
+        raise LabelStudioRefused("A Label Studio access token is needed (--token or "
+                                 "LABEL_STUDIO_API_KEY).")
+    import httpx
+    from label_studio_sdk import LabelStudio
+    from label_studio_sdk.core.api_error import ApiError
+
+    client = LabelStudio(base_url=url.rstrip("/"), api_key=token, timeout=timeout,
+                         max_retries=retries)
+    try:
+        project = client.projects.create(title=title, label_config=config)
+        client.projects.import_tasks(id=project.id, request=tasks)
+    except ApiError as err:
+        body = str(err.body)[:200]
+        raise LabelStudioRefused(f"Label Studio at {url} answered {err.status_code}: {body}",
+                                 status=502) from None
+    except (httpx.HTTPError, ValueError) as err:
+        raise LabelStudioRefused(f"Could not reach Label Studio at {url}: {err}", status=502) from None
+    return int(project.id)
