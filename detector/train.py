@@ -1,0 +1,420 @@
+"""Training a detector: ``python -m detector train ...`` and :func:`train`.
+
+* AdamW, linear warm-up then cosine decay per iteration, gradient norm clipped.
+* With a validation set, COCO AP (IoU .50:.95) after every epoch; ``model.pt`` holds the best
+  epoch and training stops after ``patience`` epochs without improvement. Without one,
+  ``model.pt`` is the last epoch.
+* ``last.pt`` (model, optimiser, schedule, counters) after every epoch; ``--resume`` goes on
+  from it with the same settings. ``--max-iters`` caps the iterations of the whole run (an
+  epoch cut short still ends with validation and checkpoints).
+* ``--init OTHER_RUN/model.pt`` copies every weight whose name and shape match, the intended
+  way to start ``two_frame`` / ``concat`` from a trained ``single`` model.
+* RUN_DIR gets ``model.pt``, ``last.pt``, ``metrics.json`` (per epoch: loss, lr, AP, AP50,
+  AP75, seconds) and ``train.log``.
+
+``train(config, progress)`` calls ``progress(percent)`` after every iteration (0-100); an
+exception raised by the callback (e.g. :class:`Cancelled`) stops training at once and
+propagates; the ``last.pt`` of the last finished epoch stays, so the run can be resumed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, NoReturn
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from detector.checkpoint import (atomic_save, load_matching, model_path, read_checkpoint,
+                                 save_model)
+from detector.data import PairDataset, collate, load_coco, select_categories
+from detector.model import ARCHS, ModelConfig, build_model
+from detector.backbones import BACKBONES
+from detector.transforms import Augment
+
+
+class Cancelled(Exception):
+    """Raise from a progress callback to stop training."""
+
+
+@dataclass
+class TrainConfig:
+    coco: str
+    images: str
+    out: str
+    model: str = "two_frame"
+    val_coco: str | None = None
+    val_images: str | None = None
+    epochs: int = 20
+    lr: float = 3e-4
+    batch: int = 4
+    size: int = 512
+    seed: int = 0
+    init: str | None = None
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = None
+    max_iters: int | None = None
+    patience: int = 5
+    warmup_iters: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0
+    workers: int = 0
+    classes: list[str] | None = None
+    augment: bool = True
+    resume: bool = False
+    device: str = "cpu"
+
+
+def _check(config: TrainConfig) -> None:
+    """Raise ValueError / FileNotFoundError for settings that cannot work, before any file is
+    written."""
+    if config.model not in ARCHS:
+        raise ValueError(f"unknown model {config.model!r}; choose from {', '.join(ARCHS)}")
+    if config.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {config.backbone!r}")
+    for name in ("epochs", "batch", "patience"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1")
+    if config.max_iters is not None and config.max_iters < 1:
+        raise ValueError("max-iters must be at least 1")
+    if not config.lr > 0:
+        raise ValueError("lr must be positive")
+    if config.size < 32 or config.size % 32:
+        raise ValueError(f"size must be a multiple of 32 (got {config.size})")
+    for label, path in (("--coco", config.coco), ("--val-coco", config.val_coco)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{label} {path} not found")
+    if config.init is not None and not model_path(config.init).is_file():
+        raise FileNotFoundError(f"--init {config.init} not found")
+    for label, path in (("--images", config.images), ("--val-images", config.val_images)):
+        if path is not None and not Path(path).is_dir():
+            raise FileNotFoundError(f"{label} {path} is not a directory")
+    out = Path(config.out)
+    if config.resume and not (out / "last.pt").is_file():
+        raise FileNotFoundError(f"nothing to resume: {out / 'last.pt'} not found")
+    if not config.resume and (out / "model.pt").exists():
+        raise ValueError(f"{out} already holds a model.pt; use --resume or another --out")
+
+
+def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def coco_ap(coco: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[int]
+            ) -> dict[str, float]:
+    """AP, AP50, AP75 of ``results`` against ``coco`` over ``cat_ids`` (0 when empty)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results or not coco.get("annotations"):
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"info": {}, "categories": coco.get("categories", []), **coco}
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [max(0.0, float(s)) for s in ev.stats[:3]]
+    return dict(zip(("AP", "AP50", "AP75"), stats))
+
+
+def _logger(out: Path) -> logging.Logger:
+    log = logging.getLogger(f"detector.train.{out.resolve()}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: TrainConfig, progress: Callable[[float], None] | None = None) -> dict:
+    """Train as configured; returns the summary also written to ``metrics.json``."""
+    from tqdm import tqdm
+
+    from detector.predict import predict_dataset
+
+    _check(config)
+    out = Path(config.out)
+    resume_state = torch.load(out / "last.pt", map_location="cpu", weights_only=False) \
+        if config.resume else None
+    if resume_state is not None:
+        saved = resume_state["train_config"]
+        # the run's own settings win, except how long to go on
+        keep = {k: getattr(config, k) for k in ("epochs", "max_iters", "patience", "resume",
+                                               "device", "workers", "out")}
+        config = TrainConfig(**{**saved, **keep})
+    coco = load_coco(config.coco)
+    categories = resume_state["categories"] if resume_state else \
+        select_categories(coco, config.classes)
+    model_config = ModelConfig.from_dict(resume_state["model_config"]) if resume_state else \
+        ModelConfig(arch=config.model, backbone=config.backbone,
+                    backbone_weights=config.backbone_weights,
+                    num_classes=len(categories) + 1, size=config.size)
+    temporal = model_config.arch != "single"
+    train_set = PairDataset(coco, config.images, categories, model_config.size,
+                            model_config.flow_max_side,
+                            Augment() if config.augment else None, config.seed, temporal)
+    val_set = val_coco = None
+    if config.val_coco:
+        val_coco = load_coco(config.val_coco)
+        val_set = PairDataset(val_coco, config.val_images or config.images, categories,
+                              model_config.size, model_config.flow_max_side, None,
+                              config.seed, temporal)
+    if len(train_set) == 0:
+        raise ValueError(f"{config.coco} lists no images")
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = _logger(out)
+    _seed(config.seed)
+    device = torch.device(config.device)
+    model = build_model(model_config, load_backbone_weights=resume_state is None)
+    if config.init and resume_state is None:
+        init_cats = read_checkpoint(config.init)["categories"]
+        if [c["name"] for c in init_cats] != [c["name"] for c in categories]:
+            log.info("init checkpoint classes %s differ from %s", init_cats, categories)
+        copied, total = load_matching(model, config.init)
+        log.info("init from %s: %d of %d tensors copied", config.init, copied, total)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(len(train_set) / config.batch)
+    total_iters = config.epochs * per_epoch
+    if config.max_iters:
+        total_iters = min(total_iters, config.max_iters)
+    warmup = max(1, min(config.warmup_iters, total_iters // 5))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total_iters))
+
+    history: list[dict[str, Any]] = []
+    start_epoch, iteration, best, best_epoch, bad_epochs = 0, 0, -1.0, None, 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch, iteration = resume_state["epoch"] + 1, resume_state["iteration"]
+        best, best_epoch = resume_state["best"], resume_state["best_epoch"]
+        bad_epochs, history = resume_state["bad_epochs"], resume_state["history"]
+        log.info("resumed at epoch %d, iteration %d", start_epoch, iteration)
+    log.info("train %s: %d images, %d val, categories %s, model %s",
+             config.coco, len(train_set), len(val_set) if val_set else 0,
+             [c["name"] for c in categories], model_config.to_dict())
+
+    def report(done: float) -> None:
+        if progress is not None:
+            progress(min(100.0, 100.0 * done / max(1, total_iters)))
+
+    stop_reason = "epochs"
+    bar = tqdm(total=total_iters, initial=min(iteration, total_iters), unit="it",
+               file=sys.stderr, disable=None, desc=f"train {model_config.arch}")
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if iteration >= total_iters:
+                break
+            started = time.time()
+            model.train()
+            train_set.epoch = epoch
+            loader = DataLoader(train_set, batch_size=config.batch, shuffle=True,
+                                collate_fn=collate, num_workers=config.workers,
+                                generator=torch.Generator().manual_seed(config.seed + epoch))
+            losses: list[float] = []
+            for batch in loader:
+                if iteration >= total_iters:
+                    break
+                images = [b["image"].to(device) for b in batch]
+                targets = [{k: v.to(device) for k, v in b["target"].items()} for b in batch]
+                kwargs = {}
+                if temporal:
+                    kwargs = {"prev_images": [b["prev_image"].to(device) for b in batch],
+                              "flows": [b["flow"] for b in batch]}
+                loss_dict = model(images, targets, **kwargs)
+                loss = sum(loss_dict.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at iteration "
+                                             f"{iteration}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                iteration += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch + 1)
+                report(iteration)
+            row: dict[str, Any] = {"epoch": epoch + 1, "iterations": iteration,
+                                   "loss": float(np.mean(losses)) if losses else None,
+                                   "lr": optimizer.param_groups[0]["lr"]}
+            improved = True
+            if val_set is not None:
+                # COCO AP counts low-scoring boxes too, as evaluation does
+                model.roi_heads.score_thresh = 0.001
+                try:
+                    results = predict_dataset(model, val_set, categories)
+                finally:
+                    model.roi_heads.score_thresh = 0.05
+                row.update(coco_ap(val_coco, results, [c["id"] for c in categories]))
+                improved = row["AP"] > best
+            row["seconds"] = round(time.time() - started, 1)
+            history.append(row)
+            if improved:
+                best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
+                save_model(out / "model.pt", model, categories,
+                           {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
+            else:
+                bad_epochs += 1
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch,
+                         "iteration": iteration, "best": best, "best_epoch": best_epoch,
+                         "bad_epochs": bad_epochs, "history": history,
+                         "categories": categories, "model_config": model_config.to_dict(),
+                         "train_config": asdict(config)}, out / "last.pt")
+            summary = _summary(config, model_config, categories, history, best_epoch,
+                               iteration, "running")
+            _write_json(out / "metrics.json", summary)
+            log.info("epoch %d: %s", epoch + 1, json.dumps(row))
+            if val_set is not None and bad_epochs >= config.patience:
+                stop_reason = "patience"
+                break
+        if stop_reason != "patience" and iteration >= total_iters \
+                and total_iters < config.epochs * per_epoch:
+            stop_reason = "max_iters"
+    except BaseException as exc:
+        log.info("stopped: %r", exc)
+        _close(log)
+        raise
+    finally:
+        bar.close()
+    summary = _summary(config, model_config, categories, history, best_epoch, iteration,
+                       stop_reason)
+    _write_json(out / "metrics.json", summary)
+    log.info("done (%s): best epoch %s", stop_reason, best_epoch)
+    _close(log)
+    report(total_iters)
+    return summary
+
+
+def _close(log: logging.Logger) -> None:
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _summary(config: TrainConfig, model_config: ModelConfig, categories: list[dict],
+             history: list[dict], best_epoch: int | None, iteration: int, status: str
+             ) -> dict[str, Any]:
+    best_row = next((r for r in history if r["epoch"] == best_epoch), None)
+    return {"status": status, "model": model_config.arch, "best_epoch": best_epoch,
+            "best": best_row, "iterations": iteration, "epochs": history,
+            "categories": categories, "model_path": str(Path(config.out) / "model.pt"),
+            "train_config": asdict(config)}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+class CliParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one ``error: ...`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str]) -> int:
+    parser = CliParser(prog="python -m detector train",
+                       description="Train a single-frame or two-frame detector on COCO data.")
+    parser.add_argument("--coco", required=True, help="training COCO file")
+    parser.add_argument("--images", required=True, help="directory its file_names are under")
+    parser.add_argument("--model", choices=ARCHS, default="two_frame")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--val-coco")
+    parser.add_argument("--val-images", help="default: --images")
+    parser.add_argument("--epochs", type=_positive_int, default=20)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--batch", type=_positive_int, default=4)
+    parser.add_argument("--size", type=_positive_int, default=512,
+                        help="input size in pixels, a multiple of 32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="model.pt (or its run directory) whose matching weights "
+                                       "start this model, e.g. a trained single-frame run")
+    parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
+    parser.add_argument("--backbone-weights", help="local ImageNet checkpoint of the backbone")
+    parser.add_argument("--max-iters", type=_positive_int)
+    parser.add_argument("--patience", type=_positive_int, default=5)
+    parser.add_argument("--classes", help="comma-separated category names (default: all)")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--workers", type=int, default=0, help="data loader processes")
+    parser.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resume", action="store_true", help="go on from RUN_DIR/last.pt")
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        coco=args.coco, images=args.images, out=args.out, model=args.model,
+        val_coco=args.val_coco, val_images=args.val_images, epochs=args.epochs, lr=args.lr,
+        batch=args.batch, size=args.size, seed=args.seed, init=args.init,
+        backbone=args.backbone, backbone_weights=args.backbone_weights,
+        max_iters=args.max_iters, patience=args.patience,
+        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes
+        else None, augment=not args.no_augment, resume=args.resume, workers=args.workers,
+        device=args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        _check(config)
+        if config.init:
+            read_checkpoint(config.init)
+        coco = load_coco(config.coco)
+        select_categories(coco, config.classes)
+        if config.val_coco:
+            load_coco(config.val_coco)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        parser.error(str(exc))
+    try:
+        summary = train(config)
+    except (ValueError, FileNotFoundError) as exc:
+        # data problems found while building datasets (missing image files, bad ids)
+        parser.error(str(exc))
+    print(json.dumps({k: summary[k] for k in ("status", "model", "best_epoch", "best",
+                                              "iterations", "model_path")}))
+    return 0
