@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from annotator.db import db
-from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene, SceneStatus
+from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene, SceneStatus, Video
 from annotator.services.label_import import LabelImportRefused, import_coco
 from test_datasets import cli, frames_of, make_box, make_video, world
 
@@ -169,7 +169,7 @@ def test_bad_input_is_reported_problem_by_problem_and_nothing_is_imported(app, v
     ]
     problems = _problems(app, tmp_path, data, video, "--status", "reviewed")
     text = "\n".join(problems)
-    for expected in ("image id 1 is used twice", "has no stored frame 99", "width 640 differs",
+    for expected in ("image id 1 is used twice", "has no stored frame 99", "width 640 is neither",
                      "annotation id 1 is used twice", "unknown class 'cyst'",
                      "lies outside the 64x48 frame", "must be positive", "'bbox' must be",
                      "image_id 42 is not an image"):
@@ -195,3 +195,22 @@ def test_unknown_video_and_service_api(app, video):
             import_coco(other_tool_coco(), 999)
         report = import_coco(other_tool_coco(), video)
         assert report.boxes_added == 2 and not report.dry_run
+
+
+def test_boxes_drawn_on_the_uncropped_video_move_by_the_sector_roi(app, video, tmp_path):
+    with app.app_context():
+        v = db.session.get(Video, video)
+        v.width, v.height, v.roi_x, v.roi_y = 200, 150, 30, 40  # frames are the 64x48 crop
+        db.session.commit()
+    source = {"images": [{"id": 1, "file_name": "screen.png", "frame_index": 2, "width": 200, "height": 150}],
+              "categories": [{"id": 1, "name": "tumor"}],
+              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [40, 50, 10, 8]},
+                              # straddles the sector's left edge: clipped to what lies inside
+                              {"id": 2, "image_id": 1, "category_id": 1, "bbox": [20, 60, 20, 5]}]}
+    result = cli(app, "labels", "import", write(tmp_path, source), "--video", str(video))
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert [b[2:6] for b in boxes(video)] == [(10.0, 10.0, 10.0, 8.0), (0.0, 20.0, 10.0, 5.0)]
+    source["annotations"] = [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]}]
+    outside = cli(app, "labels", "import", write(tmp_path, source, "out.json"), "--video", str(video))
+    assert outside.exit_code == 2 and "outside the ultrasound sector" in outside.output

@@ -12,7 +12,10 @@ Design choices:
 - Classes are matched by name (tools number categories differently). Unknown classes used by
   an annotation are problems; unused unknown categories are only warned about.
 - A box must lie inside the frame (0.01 px of slack for float noise, then clipped), have a
-  positive size, and its image's ``width``/``height`` (when given) must be the frame's.
+  positive size, and its image's ``width``/``height`` (when given) must be the frame's, or the
+  source video's: labels drawn on the uncropped video (other tools see the scanner's whole
+  screen) are moved by the stored sector ROI and clipped to it; a box wholly outside the
+  sector is a problem.
 - Imported boxes have no author; ``source`` is ``model`` when the annotation carries a
   ``score`` (kept, with ``model_version`` when given), else ``manual``. A box equal to one the
   frame already has (same class, source and geometry within half a pixel) is skipped, so
@@ -125,6 +128,8 @@ class VideoFrames:
     video_id: int
     by_index: dict[int, Frame]
     by_name: dict[str, list[Frame]]
+    source_size: tuple[int, int]
+    roi_origin: tuple[int, int]
 
     def match_name(self, file_name: str) -> list[Frame]:
         base = re.split(r"[\\/]", str(file_name))[-1].split("?")[0]
@@ -135,14 +140,16 @@ class VideoFrames:
 
 
 def video_frames(video_id: int) -> VideoFrames:
-    if db.session.get(Video, video_id) is None:
+    video = db.session.get(Video, video_id)
+    if video is None:
         raise LabelImportRefused([f"no video {video_id}"])
     frames = db.session.scalars(sa.select(Frame).where(Frame.video_id == video_id)).all()
     by_name: dict[str, list[Frame]] = defaultdict(list)
     for f in frames:
         by_name[f"v{video_id:06d}_f{f.frame_index:06d}.png"].append(f)
         by_name[f"{f.sha256}.png"].append(f)
-    return VideoFrames(video_id, {f.frame_index: f for f in frames}, by_name)
+    return VideoFrames(video_id, {f.frame_index: f for f in frames}, by_name,
+                       (video.width, video.height), (video.roi_x, video.roi_y))
 
 
 def class_ids_by_name() -> dict[str, int]:
@@ -159,14 +166,22 @@ def is_number(value: Any) -> bool:
             and math.isfinite(value))
 
 
-def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, plan: ImportPlan
-            ) -> tuple[float, float, float, float] | None:
-    """The box clipped to the frame, or None (with a problem) when it is outside or empty."""
+def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, plan: ImportPlan,
+            origin: tuple[int, int] | None = None) -> tuple[float, float, float, float] | None:
+    """The box clipped to the frame, or None (with a problem) when it is outside or empty.
+
+    ``origin``: the box is in source-video pixels; move it by the ROI's corner and clip it to
+    the sector, refusing only a box with nothing inside."""
     if w <= 0 or h <= 0:
         plan.problem(f"{where}: width and height must be positive, got {w:g} x {h:g}")
         return None
     W, H = frame.width, frame.height
-    if x < -EDGE_SLACK or y < -EDGE_SLACK or x + w > W + EDGE_SLACK or y + h > H + EDGE_SLACK:
+    if origin is not None:
+        x, y = x - origin[0], y - origin[1]
+        if x + w <= 0 or y + h <= 0 or x >= W or y >= H:
+            plan.problem(f"{where}: box lies outside the ultrasound sector of frame {frame.frame_index}")
+            return None
+    elif x < -EDGE_SLACK or y < -EDGE_SLACK or x + w > W + EDGE_SLACK or y + h > H + EDGE_SLACK:
         plan.problem(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the "
                      f"{W}x{H} frame {frame.frame_index}")
         return None
@@ -213,6 +228,7 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             category_class[cat["id"]] = cid
 
     image_frame: dict[int, Frame] = {}
+    source_coords: set[int] = set()  # images whose boxes are in uncropped source pixels
     skipped: set[int] = set()
     frame_image: dict[int, int] = {}
     for n, img in enumerate(data["images"]):
@@ -233,10 +249,14 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             plan.problem(f"images {frame_image[frame.id]} and {iid} both match frame "
                          f"{frame.frame_index}")
             continue
-        for key, have in (("width", frame.width), ("height", frame.height)):
-            if key in img and img[key] != have:
-                plan.problem(f"image {iid}: {key} {img[key]} differs from frame "
-                             f"{frame.frame_index}'s {have} (boxes would be misplaced)")
+        size = (img.get("width", frame.width), img.get("height", frame.height))
+        if size == frames.source_size and size != (frame.width, frame.height):
+            source_coords.add(iid)
+        else:
+            for key, given, have in (("width", size[0], frame.width), ("height", size[1], frame.height)):
+                if given != have:
+                    plan.problem(f"image {iid}: {key} {given} is neither frame {frame.frame_index}'s "
+                                 f"{have} nor the source video's (boxes would be misplaced)")
         frame_image[frame.id] = iid
         image_frame[iid] = frame
         if img.get("reviewed_empty") is True:
@@ -280,7 +300,8 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
             plan.problem(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}")
             continue
-        geometry = fit_box(*bbox, frame, where, plan)
+        geometry = fit_box(*bbox, frame, where, plan,
+                           frames.roi_origin if image_id in source_coords else None)
         if geometry is None:
             continue
         score = ann.get("score")
