@@ -131,6 +131,30 @@ class VideoFrames:
     source_size: tuple[int, int]
     roi_origin: tuple[int, int]
 
+    def find(self, index: Any, name: Any, match: str, where: str, plan: ImportPlan,
+             index_key: str = "'frame_index'", name_key: str = "'file_name'") -> Frame | None:
+        """The one stored frame that ``index`` (decoder order) or ``name`` designates, by ``match``;
+        None, with the problem in ``plan``, when there is not exactly one."""
+        if match == "frame_index":
+            if not is_int(index):
+                plan.problem(f"{where}: no integer {index_key} (try matching by file_name)")
+                return None
+            frame = self.by_index.get(index)
+            if frame is None:
+                plan.problem(f"{where}: video {self.video_id} has no stored frame {index}")
+            return frame
+        if not isinstance(name, str) or not name:
+            plan.problem(f"{where}: no {name_key}")
+            return None
+        found = self.match_name(name)
+        if len(found) != 1:
+            plan.problem(f"{where}: file name {name!r} matches "
+                         + ("no frame" if not found else "frames " + ", ".join(
+                             str(f.frame_index) for f in found) + " (identical content)")
+                         + f" of video {self.video_id}")
+            return None
+        return found[0]
+
     def match_name(self, file_name: str) -> list[Frame]:
         base = re.split(r"[\\/]", str(file_name))[-1].split("?")[0]
         found = self.by_name.get(base)
@@ -242,7 +266,7 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
         if is_int(img.get("video_id")) and img["video_id"] != video_id:
             skipped.add(iid)
             continue
-        frame = _match_image(img, frames, match, plan)
+        frame = frames.find(img.get("frame_index"), img.get("file_name"), match, f"image {iid}", plan)
         if frame is None:
             continue
         if frame.id in frame_image:
@@ -333,33 +357,6 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
 
 def _ids(images: list[Any]) -> set[Any]:
     return {img.get("id") for img in images if isinstance(img, dict)}
-
-
-def _match_image(img: dict[str, Any], frames: VideoFrames, match: str, plan: ImportPlan
-                 ) -> Frame | None:
-    iid = img["id"]
-    if match == "frame_index":
-        index = img.get("frame_index")
-        if not is_int(index):
-            plan.problem(f"image {iid}: no integer 'frame_index' (try matching by file_name)")
-            return None
-        frame = frames.by_index.get(index)
-        if frame is None:
-            plan.problem(f"image {iid}: video {frames.video_id} has no stored frame {index}")
-        return frame
-    name = img.get("file_name")
-    if not isinstance(name, str) or not name:
-        plan.problem(f"image {iid}: no 'file_name'")
-        return None
-    found = frames.match_name(name)
-    if not found:
-        plan.problem(f"image {iid}: file name {name!r} matches no frame of video {frames.video_id}")
-        return None
-    if len(found) > 1:
-        plan.problem(f"image {iid}: file name {name!r} matches frames "
-                     f"{', '.join(str(f.frame_index) for f in found)} (identical content)")
-        return None
-    return found[0]
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
         if is_int(d.get("video_id")) and d["video_id"] != video_id:
             plan.skipped_images += 1
             continue
-        frame = _match_task(d, frames, match, where, plan)
+        frame = frames.find(d.get("frame_index"), d.get("image"), match, where, plan,
+                            "data.frame_index", "data.image")
         if frame is None:
             continue
         if frame.id in task_of_frame:
@@ -205,29 +206,6 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
         if answered and regions == 0:
             plan.empty_frames.add(frame.id)
     return plan
-
-
-def _match_task(d: dict[str, Any], frames: VideoFrames, match: str, where: str, plan: ImportPlan):
-    if match == "frame_index":
-        index = d.get("frame_index")
-        if not is_int(index):
-            plan.problem(f"{where}: no integer data.frame_index (try matching by file_name)")
-            return None
-        frame = frames.by_index.get(index)
-        if frame is None:
-            plan.problem(f"{where}: video {frames.video_id} has no stored frame {index}")
-        return frame
-    image = d.get("image")
-    if not isinstance(image, str) or not image:
-        plan.problem(f"{where}: no data.image")
-        return None
-    found = frames.match_name(image)
-    if len(found) != 1:
-        plan.problem(f"{where}: image {image!r} matches "
-                     + ("no frame" if not found else f"{len(found)} frames (identical content)")
-                     + f" of video {frames.video_id}")
-        return None
-    return found[0]
 
 
 def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str, Any],
