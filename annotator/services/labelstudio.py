@@ -37,7 +37,6 @@ from .label_import import (
     ImportedBox,
     ImportPlan,
     ImportReport,
-    VideoFrames,
     apply_plan,
     class_ids_by_name,
     fit_box,
