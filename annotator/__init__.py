@@ -37,6 +37,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import datasets
 
     app.register_blueprint(datasets.bp)
+    from . import jobs_views
+
+    app.register_blueprint(jobs_views.bp)
     errors.register(app)
 
     from .commands import register_commands

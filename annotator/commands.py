@@ -17,12 +17,14 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(users_cli)
     app.cli.add_command(videos_cli)
-    app.cli.add_command(worker_command)
     app.cli.add_command(demo_command)
     from .dataset_cli import datasets_cli, export_cli, labels_cli
 
     for group in (datasets_cli, export_cli, labels_cli):
         app.cli.add_command(group)
+    from .jobs_cli import register as register_jobs  # worker, jobs, models
+
+    register_jobs(app)
 
 
 def fail(message: str) -> None:
@@ -55,20 +57,6 @@ def create_user(name: str, role: str) -> None:
     db.session.add(user)
     db.session.commit()
     click.echo(f"created {role} {name}" + (f" with password: {password}" if generated else ""))
-
-
-@click.command("worker", help="Run the job consumer (Huey) on this machine.")
-@click.option("--workers", default=1, show_default=True, help="Jobs run at the same time.")
-@with_appcontext
-def worker_command(workers: int) -> None:
-    from flask import current_app
-    from huey.consumer import Consumer
-
-    from .jobs import make_huey
-
-    huey = make_huey(current_app._get_current_object())
-    click.echo(f"worker consuming {huey.storage.__class__.__name__} queue {huey.name!r}")
-    Consumer(huey, workers=workers, worker_type="thread").run()
 
 
 DEMO_PATIENT = "DEMO-001"

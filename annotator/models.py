@@ -305,3 +305,95 @@ class DatasetScene(db.Model):
 @event.listens_for(DatasetScene, "before_update")
 def _refuse_frozen_change(mapper: Any, connection: Any, target: Any) -> None:
     raise RuntimeError("dataset versions are immutable")
+
+
+# --- jobs and model versions -------------------------------------------------------------------
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Job(db.Model):
+    """One background job (retrain, evaluate, prelabel, propagate), mirrored from the queue.
+
+    ``worker`` is ``host:pid`` of the consumer running it and ``heartbeat_at`` its last sign
+    of life: a worker starting later marks a running job whose worker is gone as failed."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    params: Mapped[dict] = mapped_column(JSON)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"),
+                                              default=JobStatus.queued, index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    queue_id: Mapped[str] = mapped_column(String(64), default="")  # the Huey task id
+    worker: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    created_by: Mapped[User | None] = relationship()
+
+
+class ModelVersion(db.Model):
+    """A trained detector registered by a successful retrain job; its files lie under
+    ``<data dir>/models/<id>/`` and ``file_sha256`` is the hash of its ``model.pt``."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # what boxes' model_version holds
+    kind: Mapped[str] = mapped_column(String(16))  # "single" or "two_frame"
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    # A plain integer, as in dataset_scenes: the model outlives the rows it was trained from.
+    dataset_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    config: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    parent: Mapped[ModelVersion | None] = relationship(remote_side="ModelVersion.id")
+    created_by: Mapped[User | None] = relationship()
+
+
+class EvaluationReport(db.Model):
+    """The detector's evaluation report of a model version on one split of a dataset version."""
+
+    __tablename__ = "evaluation_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    dataset_version_id: Mapped[int] = mapped_column(Integer, index=True)
+    split: Mapped[str] = mapped_column(String(8))
+    summary: Mapped[dict] = mapped_column(JSON)  # AP, AP50, AP75, threshold, FP tracks/min
+    report: Mapped[dict] = mapped_column(JSON)  # detector.evaluate.evaluate_detections output
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship()
+
+
+class SceneRanking(db.Model):
+    """How much a model's boxes disagree with flow-propagated ones in a scene (higher: label
+    it sooner); one row per scene and model version, replaced when recomputed."""
+
+    __tablename__ = "scene_rankings"
+    __table_args__ = (UniqueConstraint("scene_id", "model_version", name="scene_model"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scene_id: Mapped[int] = mapped_column(ForeignKey("scenes.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float, index=True)
+    details: Mapped[dict] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

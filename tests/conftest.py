@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -118,3 +119,59 @@ def _csrf_from(html: str) -> str:
 def login(app):
     """``login("annotator")`` gives a Session for that role."""
     return lambda role: Session(app, role)
+
+
+# --- a served app and a browser, for the end-to-end tests ------------------------------------
+
+def make_live_app(tmp_path: Path, **config):
+    """An app over a SQLite file with the classes and a user of every role."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'live.sqlite'}",
+                      "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "browser-test",
+                      **config})
+    with app.app_context():
+        db.create_all()
+        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
+        for role in Role:
+            user = User(username=role.value, role=role)
+            user.set_password(PASSWORD)
+            db.session.add(user)
+        db.session.commit()
+    return app
+
+
+@contextmanager
+def served(app) -> Iterator:
+    """Serve ``app`` from a thread on a free loopback port; sets ``app.base_url``."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    app.base_url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield app
+    finally:
+        server.shutdown()
+        thread.join(5)
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def live(tmp_path):
+    with served(make_live_app(tmp_path)) as app:
+        yield app
+
+
+@pytest.fixture
+def browser():
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -1,23 +1,18 @@
 """End-to-end: the labelling workspace in a real Chromium, driven by mouse and keyboard.
 
-The app runs from a thread on a free loopback port (werkzeug, threaded) over SQLite; the
-assertions read the saved state back through the API, so they check what a reload would show.
+The app runs from a thread on a free loopback port (werkzeug, threaded) over SQLite (the
+``live`` and ``browser`` fixtures of conftest.py); the assertions read the saved state back through the API, so they check what a reload would show.
 """
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scene_seed import seed_scene
-from werkzeug.serving import make_server
 
-from annotator import create_app
-from annotator.db import db
-from annotator.models import DEFAULT_CLASSES, LabelClass, Role, User
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "correct horse battery"
@@ -26,38 +21,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
-
-
-@pytest.fixture
-def live(tmp_path):
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'live.sqlite'}",
-                      "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "browser-test"})
-    with app.app_context():
-        db.create_all()
-        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
-        for role in Role:
-            user = User(username=role.value, role=role)
-            user.set_password(PASSWORD)
-            db.session.add(user)
-        db.session.commit()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    app.base_url = f"http://127.0.0.1:{server.server_port}"
-    yield app
-    server.shutdown()
-    thread.join(5)
-    with app.app_context():
-        db.engine.dispose()
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def open_as(browser, app, role: str, path: str):

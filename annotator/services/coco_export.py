@@ -107,8 +107,8 @@ def categories(class_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
             for cid, name in db.session.execute(query)]
 
 
-def boxes_of_frames(frames: list[FrameRow], class_ids: Iterable[int] | None = None
-                    ) -> dict[int, list[Any]]:
+def boxes_of_frames(frames: list[FrameRow], class_ids: Iterable[int] | None = None,
+                    sources: Iterable[str] | None = None) -> dict[int, list[Any]]:
     """frame id -> its boxes as rows (frame_id, class_id, x, y, w, h, source, score,
     model_version, track_id, author name), in box id order. Read per scene when the frames have
     scenes (one indexed lookup per 500 scenes instead of per 500 frames), through the Core
@@ -124,6 +124,8 @@ def boxes_of_frames(frames: list[FrameRow], class_ids: Iterable[int] | None = No
             .order_by(box.id))
     if class_ids is not None:
         base = base.where(box.class_id.in_(list(class_ids)))
+    if sources is not None:
+        base = base.where(sa.type_coerce(box.source, sa.String).in_(list(sources)))
     scene_ids = {f.scene_id for f in frames if f.scene_id is not None}
     loose = [f.id for f in frames if f.scene_id is None]
     queries = [base.where(frame.scene_id.in_(p)) for p in chunks(sorted(scene_ids))]
@@ -200,15 +202,17 @@ def _image(f: FrameRow, image_id: int, codes: dict[int, str], prev_id: int | Non
     return image
 
 
-def build_coco(frames_by_split: dict[str, list[FrameRow]], class_ids: Iterable[int] | None = None
-               ) -> dict[str, dict[str, Any]]:
-    """A COCO document (without ``info``) per split; ``class_ids`` keeps only those classes."""
+def build_coco(frames_by_split: dict[str, list[FrameRow]], class_ids: Iterable[int] | None = None,
+               sources: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """A COCO document (without ``info``) per split; ``class_ids`` keeps only those classes,
+    ``sources`` only boxes of those sources (``("manual",)``: ground truth without pending
+    pre-labels or propagated suggestions; an accepted one is already manual)."""
     class_list = None if class_ids is None else sorted(set(class_ids))
     all_frames = [f for rows in frames_by_split.values() for f in rows]
     video_ids = {f.video_id for f in all_frames}
     video_frames = frames_of_videos(video_ids)
     codes = patient_codes(video_ids)
-    boxes = boxes_of_frames(all_frames, class_list)
+    boxes = boxes_of_frames(all_frames, class_list, sources)
     cats = categories(class_list)
     return {split: build_split(sorted(rows, key=lambda f: (f.video_id, f.frame_index)),
                                video_frames, boxes, codes, cats)

@@ -5,6 +5,8 @@ Design choices:
   filter keeps the scenes with at least one box of those classes and exports only those
   classes' boxes (the categories keep their ids), so a "tumour only" version has vessels as
   background. Every stored frame of a selected scene is exported (see ``coco_export``).
+- Ground truth is the manual boxes: a pre-label or propagated box nobody accepted is a
+  suggestion, not a label, and is left out (accepting one makes it manual).
 - The split is by group: a patient (default) or a video. Groups are sorted by key (patient
   code or video id), shuffled with ``random.Random(seed)``, then one group goes to each
   non-empty part (smallest ratio first, so small parts are never starved), and every other
@@ -55,6 +57,8 @@ from . import ServiceError
 from .coco_export import FrameRow, build_coco, chunks, dump, frame_relpath, frames_of_scenes, split_hash
 
 SPLITS = ("train", "val", "test")
+# What a version freezes as ground truth: manual boxes (an accepted pre-label is manual).
+GROUND_TRUTH = ("manual",)
 SPLIT_BY = ("patient", "video")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 MAX_LISTED = 5
@@ -294,7 +298,7 @@ def create_version(name: str, selection: Selection = Selection(), spec: SplitSpe
     if db.session.scalar(sa.select(DatasetVersion.id).where(DatasetVersion.name == name)):
         raise DatasetRefused(f"A version named {name!r} exists; versions never change, pick a new name.")
     plan = plan_version(selection, spec)
-    docs = build_coco(plan.frames, plan.class_ids)
+    docs = build_coco(plan.frames, plan.class_ids, sources=GROUND_TRUTH)
     _check_files(docs)
     last_events = _last_events(s.id for s in plan.scenes)
     last_event = db.session.scalar(sa.select(sa.func.max(LabelEvent.id)))

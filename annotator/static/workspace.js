@@ -203,6 +203,48 @@
     });
   }
 
+  /* P: the frame's drawn, accepted and propagated boxes carried to the next frame by optical
+   * flow (saved as "propagated" pre-labels with a confidence); undo removes them. */
+  function propagate() {
+    if (!guardEdit()) return;
+    const f = frame();
+    if (S.cur >= S.frames.length - 1) { toast("This is the scene's last frame.", "info"); return; }
+    enqueue(f.id, async () => {
+      const r = await api("POST", root.dataset.propagateUrl, { frame_id: f.id, frames: 1 });
+      for (const t of r.frames) S.boxes[t.frame_id] = t.boxes;
+      if (r.frames.length) remember(r.undo_ids, r.frames[0].frame_id, "propagate");
+      sceneChanged(r.scene);
+      toast(`Propagated ${r.created} box(es) to the next frame.`, "info");
+      if (frame() === f) goTo(S.cur + 1); else refresh();
+    });
+  }
+
+  /* Pre-label: a job runs the active model over the scene; poll it, then reload the boxes. */
+  async function prelabel() {
+    if (!guardEdit()) return;
+    const btn = $("prelabel");
+    btn.disabled = true;
+    try {
+      await chain;
+      let job = (await api("POST", root.dataset.jobStartUrl, { kind: "prelabel", params: { scene: S.scene.id } })).job;
+      while (!["succeeded", "failed", "cancelled"].includes(job.status)) {
+        btn.textContent = `Pre-labelling… ${Math.round(job.progress)}%`;
+        await new Promise((ok) => setTimeout(ok, 1000));
+        job = (await api("GET", `${root.dataset.jobStatusUrl}?ids=${job.id}`)).jobs[0];
+      }
+      if (job.status !== "succeeded") throw new Error(job.error || `the job was ${job.status}`);
+      const data = await api("GET", root.dataset.sceneUrl);
+      for (const fr of S.frames) S.boxes[fr.id] = data.boxes[String(fr.id)] || [];
+      S.review = data.review; S.sel = null;
+      toast(`Pre-labelled: ${job.result.boxes} box(es) from ${job.result.model_version}.`, "info");
+    } catch (err) {
+      toast(`Pre-labelling failed: ${err.message}`, "error");
+    } finally {
+      btn.disabled = false; btn.textContent = "Pre-label scene";
+      refresh();
+    }
+  }
+
   function noFindings() {
     if (!guardEdit()) return;
     const f = frame();
@@ -618,6 +660,7 @@
       if (guardEdit()) removeBox(sel);
     }
     else if (k === "e" || k === "E") noFindings();
+    else if (k === "p" || k === "P") propagate();
     else if (k === "f" || k === "F") fit();
     else if (k === "+" || k === "=") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 1.25);
     else if (k === "-") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 0.8);
@@ -825,6 +868,8 @@
   $("fit").addEventListener("click", fit);
   $("accept-all").addEventListener("click", acceptAll);
   $("no-findings").addEventListener("click", noFindings);
+  $("prelabel").addEventListener("click", prelabel);
+  $("propagate").addEventListener("click", propagate);
   $("prev").addEventListener("click", () => goTo(S.cur - 1));
   $("next").addEventListener("click", () => goTo(S.cur + 1));
   $("play").addEventListener("click", togglePlay);

@@ -1,0 +1,340 @@
+"""Model versions: trained by ``retrain`` jobs, evaluated by ``evaluate`` jobs, activated for
+pre-labelling.
+
+Design choices:
+- A version is registered only when training succeeded: the run is written to
+  ``<data dir>/models/.tmp-job<job id>/`` and renamed to ``models/<version id>/`` in the same
+  transaction that inserts the row; any failure (or cancel) removes the folder and rolls back.
+  A worker killed half-way leaves a ``.tmp-`` folder (or, between rename and commit, a
+  numbered folder without a row); :func:`clean_orphans` removes both when a worker starts.
+  Paths come from ids only.
+- Training reads the dataset version's frozen COCO files (the train part, and the val part
+  when there is one, which then picks the best epoch); ``parent`` starts from a registered
+  version's weights (``--init``), the way a two-frame model starts from a single-frame one.
+- A version's name, ``<kind>-v<id>``, is what pre-labelled boxes carry in ``model_version``.
+- Exactly one version is active at a time (or none); pre-labels use it by default.
+- Evaluation predicts on a split of a dataset version and stores
+  :func:`detector.evaluate.evaluate_detections`' report. The score threshold for per-scene
+  sensitivity is chosen on the version's val part when evaluating another part, else 0.5.
+  Each image gets its video's frame rate, so false positives per minute use real time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from ..db import db
+from ..models import DatasetVersion, EvaluationReport, Job, JobStatus, ModelVersion, Role, User, Video
+from . import ServiceError
+from .jobs import JobContext, Param, choice, integer, kind, text
+
+MODEL_KINDS = ("single", "two_frame")
+SPLITS = ("train", "val", "test")
+
+
+class ModelRefused(ServiceError):
+    """A model-version request that cannot be carried out."""
+
+
+def data_dir() -> Path:
+    return Path(current_app.config["SONOLABEL_DATA_DIR"])
+
+
+def models_root() -> Path:
+    return data_dir() / "models"
+
+
+def model_dir(version_id: int) -> Path:
+    return models_root() / str(int(version_id))
+
+
+def model_file(version: ModelVersion) -> Path:
+    return model_dir(version.id) / "model.pt"
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+def get_model_version(ref: str | int) -> ModelVersion:
+    """A version by id or name."""
+    ref = str(ref).strip()
+    version = None
+    if ref.isdigit():
+        version = db.session.get(ModelVersion, int(ref))
+    if version is None:
+        version = db.session.scalar(sa.select(ModelVersion).where(ModelVersion.name == ref))
+    if version is None:
+        raise ModelRefused(f"No model version {ref!r}.", status=404)
+    return version
+
+
+def get_dataset_version(ref: str | int) -> DatasetVersion:
+    """A dataset version by id or name."""
+    ref = str(ref).strip()
+    version = None
+    if ref.isdigit():
+        version = db.session.get(DatasetVersion, int(ref))
+    if version is None:
+        version = db.session.scalar(sa.select(DatasetVersion).where(DatasetVersion.name == ref))
+    if version is None:
+        raise ModelRefused(f"No dataset version {ref!r}.", status=404)
+    return version
+
+
+def split_coco(version: DatasetVersion, split: str) -> Path:
+    """The frozen ``annotations.json`` of one part (images beside it), hash-checked."""
+    from .datasets import split_files
+
+    files = split_files(version)
+    if split not in files:
+        raise ModelRefused(f"Dataset version {version.name!r} has no {split} part "
+                           f"(it has {', '.join(files) or 'none'}).")
+    return files[split]
+
+
+def active_version() -> ModelVersion | None:
+    return db.session.scalar(sa.select(ModelVersion).where(ModelVersion.active.is_(True)))
+
+
+def list_versions() -> list[ModelVersion]:
+    return list(db.session.scalars(sa.select(ModelVersion).order_by(ModelVersion.id.desc())))
+
+
+def reports_of(version_id: int | None = None) -> list[EvaluationReport]:
+    query = sa.select(EvaluationReport).order_by(EvaluationReport.id.desc())
+    if version_id is not None:
+        query = query.where(EvaluationReport.model_version_id == version_id)
+    return list(db.session.scalars(query))
+
+
+def version_json(version: ModelVersion) -> dict[str, Any]:
+    best = (version.metrics or {}).get("best") or {}
+    return {"id": version.id, "name": version.name, "kind": version.kind,
+            "parent": version.parent_id, "dataset_version": version.dataset_version_id,
+            "active": version.active, "file_sha256": version.file_sha256,
+            "created_at": version.created_at.isoformat() if version.created_at else None,
+            "val_AP": best.get("AP"), "iterations": (version.metrics or {}).get("iterations"),
+            "config": version.config,
+            "evaluations": [{"id": r.id, "dataset_version": r.dataset_version_id, "split": r.split,
+                             **{k: r.summary.get(k) for k in ("AP", "AP50", "AP75")}}
+                            for r in reports_of(version.id)]}
+
+
+def activate(ref: str | int) -> ModelVersion:
+    """Make one version the active one (pre-labels use it by default)."""
+    version = get_model_version(ref)
+    if not model_file(version).is_file():
+        raise ModelRefused(f"The model file of {version.name} is missing ({model_file(version)}).",
+                           status=500)
+    db.session.execute(sa.update(ModelVersion).where(ModelVersion.id != version.id)
+                       .values(active=False))
+    version.active = True
+    db.session.commit()
+    return version
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def clean_orphans() -> list[str]:
+    """Remove run folders of unfinished jobs and numbered folders without a version row."""
+    root = models_root()
+    if not root.is_dir():
+        return []
+    running = set(db.session.scalars(sa.select(Job.id).where(Job.status == JobStatus.running)))
+    known = set(db.session.scalars(sa.select(ModelVersion.id)))
+    removed = []
+    for path in root.iterdir():
+        match = re.fullmatch(r"\.tmp-job(\d+)(-.*)?", path.name)
+        orphan = (match is not None and int(match.group(1)) not in running) or \
+                 (path.name.isdigit() and int(path.name) not in known)
+        if orphan and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+# --- retrain ---------------------------------------------------------------------------------
+
+def _check_retrain(params: dict[str, Any]) -> None:
+    dataset = get_dataset_version(params["dataset"])
+    split_coco(dataset, "train")
+    if params.get("parent"):
+        parent = get_model_version(params["parent"])
+        if not model_file(parent).is_file():
+            raise ModelRefused(f"The model file of {parent.name} is missing.")
+    if params["size"] % 32:
+        raise ModelRefused(f"'size' must be a multiple of 32, not {params['size']}.")
+
+
+RETRAIN_PARAMS = {
+    "dataset": Param(text, required=True, help="dataset version id or name"),
+    "model": Param(choice(*MODEL_KINDS), "two_frame", help="single or two_frame"),
+    "epochs": Param(integer(1, 1000), 10, help="passes over the train part"),
+    "parent": Param(text, help="model version to start from"),
+    "size": Param(integer(64, 2048), 512, help="input size in pixels, a multiple of 32"),
+    "batch": Param(integer(1, 64), 4, help="images per step"),
+    "max_iters": Param(integer(1), help="stop after this many steps"),
+}
+
+
+@kind("retrain", RETRAIN_PARAMS, (Role.admin,), "Train a detector on a dataset version.",
+      check=_check_retrain)
+def run_retrain(ctx: JobContext, params: dict[str, Any], user: User | None) -> dict[str, Any]:
+    from detector.train import TrainConfig, train
+
+    dataset = get_dataset_version(params["dataset"])
+    train_coco = split_coco(dataset, "train")
+    val_coco = None
+    if "val" in (dataset.summary or {}):
+        val_coco = split_coco(dataset, "val")
+    parent = get_model_version(params["parent"]) if params.get("parent") else None
+    dataset_id, parent_id = dataset.id, parent.id if parent else None
+    init = str(model_file(parent)) if parent else None
+    db.session.rollback()  # no transaction stays open through the training
+
+    models_root().mkdir(parents=True, exist_ok=True)
+    run_dir = models_root() / f".tmp-job{ctx.job_id}-{uuid.uuid4().hex[:6]}"
+    config = TrainConfig(
+        coco=str(train_coco), images=str(train_coco.parent), out=str(run_dir),
+        model=params["model"], val_coco=str(val_coco) if val_coco else None,
+        val_images=str(val_coco.parent) if val_coco else None, epochs=params["epochs"],
+        batch=params["batch"], size=params["size"], init=init,
+        max_iters=params.get("max_iters"), warmup_iters=100)
+    ctx.progress(1, f"training {params['model']} on {dataset.name} "
+                    f"({dataset.summary.get('train', {}).get('images', '?')} images)"
+                 + (f" from {parent.name}" if parent else ""))
+    try:
+        if os.environ.get("SONOLABEL_TORCH_THREADS"):  # share a machine with the web server
+            import torch
+
+            torch.set_num_threads(int(os.environ["SONOLABEL_TORCH_THREADS"]))
+        summary = train(config, progress=lambda pct: ctx.progress(1 + 0.97 * pct))
+        ctx.progress(98, f"trained: {summary['iterations']} iterations, stopped by "
+                         f"{summary['status']}")
+        version = _register(run_dir, params, summary, dataset_id, parent_id, ctx.job_id, user)
+    except BaseException:
+        db.session.rollback()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    ctx.log(f"registered model version {version.name}")
+    return {"model_version": version.id, "name": version.name}
+
+
+def _register(run_dir: Path, params: dict[str, Any], summary: dict[str, Any], dataset_id: int,
+              parent_id: int | None, job_id: int, user: User | None) -> ModelVersion:
+    model_pt = run_dir / "model.pt"
+    if not model_pt.is_file():
+        raise ModelRefused("Training ended without a model file.")
+    digest = sha256_file(model_pt)
+    metrics = {k: summary.get(k) for k in ("status", "best_epoch", "best", "iterations", "epochs")}
+    version = ModelVersion(name=f"pending-{uuid.uuid4().hex}", kind=params["model"],
+                           parent_id=parent_id, dataset_version_id=dataset_id,
+                           config=json.loads(json.dumps(params)), metrics=json.loads(json.dumps(metrics)),
+                           file_sha256=digest, active=False, job_id=job_id,
+                           created_by_id=user.id if user else None)
+    db.session.add(version)
+    db.session.flush()
+    version.name = f"{params['model']}-v{version.id}"
+    final = model_dir(version.id)
+    if final.exists():  # left by a version whose row is gone (SQLite may reuse its id)
+        shutil.rmtree(final)
+    os.rename(run_dir, final)
+    try:
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return version
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def _check_evaluate(params: dict[str, Any]) -> None:
+    version = get_model_version(params["model_version"])
+    if not model_file(version).is_file():
+        raise ModelRefused(f"The model file of {version.name} is missing.")
+    split_coco(get_dataset_version(params["dataset"]), params["split"])
+
+
+EVALUATE_PARAMS = {
+    "model_version": Param(text, required=True, help="model version id or name"),
+    "dataset": Param(text, required=True, help="dataset version id or name"),
+    "split": Param(choice(*SPLITS), "test", help="train, val or test"),
+}
+
+
+@kind("evaluate", EVALUATE_PARAMS, (Role.admin, Role.data_manager),
+      "Evaluate a model version on a part of a dataset version.", check=_check_evaluate)
+def run_evaluate(ctx: JobContext, params: dict[str, Any], user: User | None) -> dict[str, Any]:
+    from detector.evaluate import evaluate_detections
+    from detector.metrics import load_gt
+    from detector.predict import predict_coco
+
+    version = get_model_version(params["model_version"])
+    dataset = get_dataset_version(params["dataset"])
+    split = params["split"]
+    coco_path = split_coco(dataset, split)
+    val_path = split_coco(dataset, "val") if split != "val" and "val" in dataset.summary else None
+    weights = model_file(version)
+    ids = {"model": version.id, "name": version.name, "dataset": dataset.id,
+           "dataset_name": dataset.name}
+    db.session.rollback()
+
+    def predict(path: Path, lo: float, hi: float, what: str) -> list[dict]:
+        ctx.progress(lo, f"predicting the {what} part")
+        return predict_coco(weights, path, path.parent,
+                            progress=lambda done, total: ctx.progress(lo + (hi - lo) * done / max(1, total)))
+
+    val = None
+    if val_path is not None:
+        val = {"gt": _with_fps(load_gt(val_path)), "detections": predict(val_path, 2, 40, "val")}
+    detections = predict(coco_path, 40 if val else 2, 90, split)
+    ctx.progress(92, "scoring")
+    report = evaluate_detections(_with_fps(load_gt(coco_path)), detections, val=val,
+                                 model={"name": ids["name"], "model_version": ids["model"]})
+    report["ground_truth"]["path"] = f"dataset {ids['dataset_name']} / {split}"
+    report["ground_truth"]["dataset_version"] = ids["dataset"]
+    report["ground_truth"]["split"] = split
+    summary = report_summary(report)
+    row = EvaluationReport(model_version_id=ids["model"], dataset_version_id=ids["dataset"],
+                           split=split, summary=summary, report=report, job_id=ctx.job_id)
+    db.session.add(row)
+    db.session.commit()
+    return {"report": row.id, "model_version": ids["model"], "dataset": ids["dataset"],
+            "split": split, **summary}
+
+
+def _with_fps(gt: dict[str, Any]) -> dict[str, Any]:
+    """Each image gets its video's frame rate (COCO files of a version carry ``video_id``)."""
+    video_ids = {img.get("video_id") for img in gt["images"] if img.get("video_id") is not None}
+    fps = dict(db.session.execute(sa.select(Video.id, Video.fps).where(Video.id.in_(video_ids))).all()) \
+        if video_ids else {}
+    for img in gt["images"]:
+        if img.get("video_id") in fps and fps[img["video_id"]]:
+            img["fps"] = float(fps[img["video_id"]])
+    return gt
+
+
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    coco = report.get("coco") or {}
+    fp = (report.get("fp_per_minute") or {}).get("overall") or {}
+    return {**(coco.get("overall") or {}),
+            "per_class": coco.get("per_class") or {},
+            "threshold": (report.get("threshold") or {}).get("value"),
+            "fp_tracks_per_minute": fp.get("fp_tracks_per_minute"),
+            "n_images": (report.get("ground_truth") or {}).get("n_images")}
