@@ -9,16 +9,18 @@ Strategies, each per held-out phantom sweep (exact boxes on every frame):
   frames between get boxes interpolated linearly per track between the key frames;
 * flow propagation: the first frame drawn, then each frame starts from the previous frame's
   finished boxes carried by optical flow (``annotator.services.propagate``, as key P does);
-* pre-labels + propagation: each frame starts from the model's boxes (score >= 0.5) plus
-  the previous frame's boxes carried by flow where the model has no box of that class
-  (the app's rule: propagation never doubles a pre-label).
+* pre-labels + propagation: the first frame starts from the model's boxes; each later frame
+  from the previous frame's finished boxes carried by flow plus the model's boxes where no
+  carried box of their class overlaps them (the app's rule: a carried box takes the place of
+  a pre-label it overlaps; pre-labels elsewhere catch objects entering the plane).
 
 The simulated annotator, per frame, matches the proposed boxes to the truth (same class,
 greedy by IoU): IoU >= 0.7 is accepted as is (one "accept all" action per frame, Shift+Y),
 0.3-0.7 is adjusted (one action; an edited pre-label counts as accepted), a proposal left
 unmatched is deleted (one action) and a truth box left unmatched is drawn (one action).
 Boxes under ``--min-box`` pixels on either side are ignored (an annotator would not draw
-them either). Proposals with a confidence under 0.5 are hidden, as in the workspace.
+them either). Proposals with a confidence under ``--threshold`` (0.5) are hidden, as by the
+workspace's threshold slider.
 
 The model: ``--run`` takes a trained run directory (``python -m detector train``); without it
 a small two-frame model is trained here on a separate phantom set (``--train-videos``,
@@ -43,14 +45,14 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator.services.propagate import iou, propagate_boxes  # noqa: E402
+from annotator.services.propagate import DUPLICATE_IOU, iou, propagate_boxes  # noqa: E402
 
 GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5
 
 
-def review(proposals: list[dict], truth: list[dict]) -> dict[str, int]:
+def review(proposals: list[dict], truth: list[dict], show_score: float = SHOW_SCORE) -> dict[str, int]:
     """Actions to turn ``proposals`` into ``truth`` on one frame."""
-    shown = [p for p in proposals if p.get("score", 1.0) >= SHOW_SCORE]
+    shown = [p for p in proposals if p.get("score", 1.0) >= show_score]
     pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(shown) for j, t in enumerate(truth)
                     if p["class_id"] == t["class_id"]), reverse=True)
     used_p, used_t = set(), set()
@@ -124,7 +126,8 @@ def add(total: dict[str, int], counts: dict[str, int]) -> None:
         total[key] += value
 
 
-def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int]) -> dict[str, dict]:
+def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int],
+             show_score: float = SHOW_SCORE) -> dict[str, dict]:
     truth, n = seq["truth"], len(seq["truth"])
     images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in seq["files"]]
     results: dict[str, dict] = {}
@@ -145,13 +148,13 @@ def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int]) -> 
     if predictions is not None:
         total = {"draw": 0, "adjust": 0, "delete": 0, "accept": 0}
         for t in range(n):
-            model = [p for p in predictions[t] if p["score"] >= SHOW_SCORE]
-            proposals = list(model)
-            if t > 0:
-                for b in propagate_boxes(images[t - 1], images[t], truth[t - 1]):
-                    if not any(m["class_id"] == b["class_id"] and iou(m, b) >= 0.5 for m in model):
-                        proposals.append({**b, "score": b["confidence"]})
-            add(total, review(proposals, truth[t]))
+            carried = [] if t == 0 else [
+                {**b, "score": b["confidence"]} for b in propagate_boxes(images[t - 1], images[t], truth[t - 1])
+                if b["confidence"] >= show_score]
+            # The app's rule: a carried box takes the place of a pre-label it overlaps.
+            model = [p for p in predictions[t] if p["score"] >= show_score and not any(
+                c["class_id"] == p["class_id"] and iou(c, p) >= DUPLICATE_IOU for c in carried)]
+            add(total, review(carried + model, truth[t], show_score))
         results["pre-labels + propagation"] = total
     return results
 
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-frames", type=int, default=24)
     p.add_argument("--train-iters", type=int, default=400)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threshold", type=float, default=SHOW_SCORE,
+                   help="score under which pre-labels and carried boxes are hidden")
     args = p.parse_args(argv)
     import torch
 
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         predictions = predict(run, seqs)
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for seq, preds in zip(seqs, predictions):
-            for name, counts in simulate(seq, preds, ks).items():
+            for name, counts in simulate(seq, preds, ks, args.threshold).items():
                 add(totals[name], counts)
     frames = sum(len(s["truth"]) for s in seqs)
     boxes = sum(len(t) for s in seqs for t in s["truth"])

@@ -139,3 +139,37 @@ def test_scene_job_carries_boxes_through_the_scene(app):
         assert iou({"x": box.x, "y": box.y, "w": box.w, "h": box.h}, lesion_box(i, 200, 160)) > 0.6
         scores.append(box.score)
     assert scores == sorted(scores, reverse=True)  # confidence decays along the chain
+
+
+def test_a_carried_box_takes_the_place_of_an_overlapping_pre_label_only(app, login):
+    seeded = labelled_scene(app, frames=2, width=200, height=160)
+    f0, f1 = seeded.frame_ids
+    truth = lesion_box(1, 200, 160)
+    with app.app_context():
+        db.session.execute(db.delete(Box).where(Box.frame_id == f1))
+        # A sloppy pre-label on the lesion, and one on something that entered the plane.
+        db.session.add_all([
+            Box(frame_id=f1, class_id=1, source=BoxSource.model, score=0.9, model_version="m1",
+                x=truth["x"] + 3, y=truth["y"] - 2, w=truth["w"] + 4, h=truth["h"]),
+            Box(frame_id=f1, class_id=2, source=BoxSource.model, score=0.8, model_version="m1",
+                x=150, y=10, w=20, h=20)])
+        db.session.commit()
+    s = login("annotator")
+    data = s.json("POST", f"/scenes/{seeded.scene_id}/propagate", {"frame_id": f0}).get_json()
+    assert data["created"] == 1 and data["replaced"] == 1
+    kept = {(b.source, b.class_id) for b in boxes_of(app, f1)}
+    assert kept == {(BoxSource.propagated, 1), (BoxSource.model, 2)}
+    with app.app_context():
+        from annotator.models import LabelEvent
+
+        (event,) = db.session.scalars(db.select(LabelEvent).where(LabelEvent.action == "replace")).all()
+        assert event.source == "model" and event.before["model_version"] == "m1"
+    assert s.get(f"/api/scenes/{seeded.scene_id}").status_code == 200
+    undo = s.json("POST", "/api/events/revert", {"event_ids": data["undo_ids"]})
+    assert undo.status_code == 200  # undo puts the pre-label back
+    assert {(b.source, b.class_id) for b in boxes_of(app, f1)} == {(BoxSource.model, 1), (BoxSource.model, 2)}
+    with app.app_context():  # neither the replacement nor its undo counts against the model
+        from annotator.services.labels import model_feedback
+
+        (m1,) = [r for r in model_feedback(seeded.scene_id) if r["model_version"] == "m1"]
+        assert (m1["accepted"], m1["rejected"], m1["pending"]) == (0, 0, 2)

@@ -434,10 +434,11 @@ def model_feedback(scene_id: int | None = None) -> list[dict[str, Any]]:
     """Accepted, rejected and still pending pre-labels per model version.
 
     An accept is a snapshot going from a model/propagated box to a manual one, a reject from a
-    model box to nothing; the reverse moves (undo) subtract, so counts stay net.
+    model box to nothing (a pre-label replaced by a carried box is not rejected); undoing one
+    subtracts and redoing adds again, so counts stay net.
     """
-    query = db.select(LabelEvent.before, LabelEvent.after).where(
-        LabelEvent.action.in_(("accept", "reject", "revert")))
+    query = db.select(LabelEvent.box_id, LabelEvent.action, LabelEvent.before, LabelEvent.after).where(
+        LabelEvent.box_id.is_not(None)).order_by(LabelEvent.id)
     if scene_id is not None:
         query = query.where(LabelEvent.scene_id == scene_id)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"accepted": 0, "rejected": 0, "pending": 0})
@@ -448,15 +449,40 @@ def model_feedback(scene_id: int | None = None) -> list[dict[str, Any]]:
     def is_model(snap: dict | None) -> bool:
         return bool(snap) and snap.get("source") != BoxSource.manual.value
 
-    for before, after in db.session.execute(query):
+    def kind_of(action: str, before: dict | None, after: dict | None) -> str:
         if is_model(before) and after and not is_model(after):
-            counts[version(before)]["accepted"] += 1
-        elif before and not is_model(before) and is_model(after):
-            counts[version(after)]["accepted"] -= 1
-        elif is_model(before) and after is None:
-            counts[version(before)]["rejected"] += 1
-        elif before is None and is_model(after):
-            counts[version(after)]["rejected"] -= 1
+            return "accepted"
+        if is_model(before) and after is None and action != "replace":  # replaced is not rejected
+            return "rejected"
+        return "other"
+
+    def same(a: dict | None, b: dict | None) -> bool:
+        keys = ("class_id", "x", "y", "w", "h", "source")
+        return (a is None) == (b is None) and (a is None or all(a.get(k) == b.get(k) for k in keys))
+
+    # Per box, the changes in force and those undone: a revert that lands on the state before
+    # the latest change undoes it, one that lands on an undone change's result redoes it.
+    applied: dict[int, list[tuple[str, dict | None, dict | None]]] = defaultdict(list)
+    undone: dict[int, list[tuple[str, dict | None, dict | None]]] = defaultdict(list)
+    for box_id, action, before, after in db.session.execute(query):
+        if action != "revert":
+            change = (kind_of(action, before, after), before, after)
+            applied[box_id].append(change)
+            undone[box_id].clear()
+            sign = 1
+        elif applied[box_id] and same(after, applied[box_id][-1][1]):
+            change = applied[box_id].pop()
+            undone[box_id].append(change)
+            sign = -1
+        elif undone[box_id] and same(after, undone[box_id][-1][2]):
+            change = undone[box_id].pop()
+            applied[box_id].append(change)
+            sign = 1
+        else:
+            continue
+        kind, snap = change[0], change[1]
+        if kind != "other":
+            counts[version(snap)][kind] += sign
     pending = db.select(Box.model_version, sa.func.count()).where(Box.source != BoxSource.manual)
     if scene_id is not None:
         pending = pending.join(Frame, Frame.id == Box.frame_id).where(Frame.scene_id == scene_id)
@@ -497,7 +523,8 @@ def review_notes(scene_id: int) -> dict[str, Any]:
                 after.get("source") == BoxSource.manual.value:
             model_box[box_id] = before
         elif before and before.get("source") != BoxSource.manual.value and after is None:
-            rejected[frame_id][box_id] = before
+            if action != "replace":  # a pre-label replaced by a carried box was not rejected
+                rejected[frame_id][box_id] = before
         elif before is None and after and after.get("source") != BoxSource.manual.value:
             rejected[frame_id].pop(box_id, None)  # an undone reject
         elif after and after.get("source") != BoxSource.manual.value:
