@@ -7,4 +7,4 @@ COPY detector detector
 COPY migrations migrations
 RUN pip install -e . && mkdir -p /data/instance
 EXPOSE 5000
-CMD ["gunicorn", "--workers", "2", "--threads", "8", "--bind", "0.0.0.0:5000", "annotator:create_app()"]
+CMD ["gunicorn", "--workers", "4", "--threads", "4", "--bind", "0.0.0.0:5000", "annotator:create_app()"]
