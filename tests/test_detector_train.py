@@ -289,3 +289,29 @@ def test_first_frame_of_a_video_is_detected_as_by_the_single_frame_model(tiny: P
     assert len(a["boxes"]) > 0
     assert torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
     assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
+
+
+def test_two_frame_learns_on_a_tiny_phantom_sweep(tmp_path: Path):
+    from detector.phantom import generate
+
+    coco = generate(tmp_path / "sweep", videos=1, frames=6, size=96, seed=3, min_box_mm=6.0)
+    doc = json.loads(coco.read_text())
+    assert doc["annotations"], "the sweep should show at least one tumour or vessel"
+    ds = PairDataset(coco, coco.parent / "images", size=96)
+    # Consecutive frames of the sweep are a real previous/current pair.
+    assert all(i["prev_image_id"] == i["id"] - 1 for i in doc["images"][1:])
+    items = [ds[i] for i in range(1, len(ds))]
+    images, targets = [i["image"] for i in items], [i["target"] for i in items]
+    prevs, flows = [i["prev_image"] for i in items], [i["flow"] for i in items]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="two_frame", size=96))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    losses = []
+    for _ in range(10):
+        loss = sum(model(images, targets, prev_images=prevs, flows=flows).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
