@@ -52,6 +52,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine.dispose()
 
 
+def populate(app) -> None:
+    """Tables, the label classes and a user of every role (named after the role)."""
+    with app.app_context():
+        db.create_all()
+        # The migration seeds the classes too; create_all() is the fast path for tests.
+        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
+        for role in Role:
+            user = User(username=role.value, role=role)
+            user.set_password(PASSWORD)
+            db.session.add(user)
+        db.session.commit()
+
+
 @pytest.fixture
 def app(database_url: str, tmp_path: Path):
     app = create_app({
@@ -61,15 +74,7 @@ def app(database_url: str, tmp_path: Path):
         "SECRET_KEY": "test",
     })
     os.makedirs(app.config["SONOLABEL_DATA_DIR"], exist_ok=True)
-    with app.app_context():
-        db.create_all()
-        # The migration seeds these too; create_all() is the fast path for tests.
-        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
-        for role in Role:
-            user = User(username=role.value, role=role)
-            user.set_password(PASSWORD)
-            db.session.add(user)
-        db.session.commit()
+    populate(app)
     yield app
     with app.app_context():
         db.session.remove()
@@ -128,14 +133,7 @@ def make_live_app(tmp_path: Path, **config):
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'live.sqlite'}",
                       "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "browser-test",
                       **config})
-    with app.app_context():
-        db.create_all()
-        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
-        for role in Role:
-            user = User(username=role.value, role=role)
-            user.set_password(PASSWORD)
-            db.session.add(user)
-        db.session.commit()
+    populate(app)
     return app
 
 

@@ -44,6 +44,7 @@ from flask import current_app
 from ..db import db
 from ..models import Box, BoxSource, Frame, Role, Scene, User
 from . import ServiceError
+from .labels import iou
 from .jobs import JobContext, Param, integer, kind
 
 FLOW_SIDE = 512
@@ -167,14 +168,6 @@ def propagate_boxes(previous: np.ndarray, following: np.ndarray, boxes: Iterable
             geometry, confidence = moved
             out.append({**box, **geometry, "confidence": confidence})
     return out
-
-
-def iou(a: dict[str, float], b: dict[str, float]) -> float:
-    ix = max(0.0, min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"]))
-    iy = max(0.0, min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"]))
-    inter = ix * iy
-    union = a["w"] * a["h"] + b["w"] * b["h"] - inter
-    return inter / union if union > 0 else 0.0
 
 
 # --- stored frames and boxes -----------------------------------------------------------------
