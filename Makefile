@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 ## Run the app on SQLite with an admin user and a demo video at http://127.0.0.1:5000
 demo: $(STAMP)
 	$(BIN)/sonolabel demo
-	$(BIN)/sonolabel run --host 127.0.0.1 --port 5000
+	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:5000 'annotator:create_app()'
 
 ## Run the test suite (SQLite; also PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set)
 test: $(STAMP) browser

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,18 @@ def load_config(instance_path: str) -> dict[str, Any]:
 def _instance_secret(instance: Path) -> str:
     """A per-instance random key, kept on disk so sessions survive restarts."""
     path = instance / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
     instance.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32)
-    path.write_text(key)
-    path.chmod(0o600)
+    try:
+        # O_EXCL: of several web workers starting at once, one writes the key, all read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            text = path.read_text().strip()
+            if text:
+                return text
+            time.sleep(0.01)  # the writer is between creating and writing the file
+        raise RuntimeError(f"{path} is empty: delete it or set SONOLABEL_SECRET_KEY")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
     return key
