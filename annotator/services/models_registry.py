@@ -63,30 +63,24 @@ def model_file(version: ModelVersion) -> Path:
 
 # --- lookups ---------------------------------------------------------------------------------
 
+def _by_id_or_name(model: type, ref: str | int, what: str) -> Any:
+    ref = str(ref).strip()
+    row = db.session.get(model, int(ref)) if ref.isdigit() else None
+    if row is None:
+        row = db.session.scalar(sa.select(model).where(model.name == ref))
+    if row is None:
+        raise ModelRefused(f"No {what} {ref!r}.", status=404)
+    return row
+
+
 def get_model_version(ref: str | int) -> ModelVersion:
     """A version by id or name."""
-    ref = str(ref).strip()
-    version = None
-    if ref.isdigit():
-        version = db.session.get(ModelVersion, int(ref))
-    if version is None:
-        version = db.session.scalar(sa.select(ModelVersion).where(ModelVersion.name == ref))
-    if version is None:
-        raise ModelRefused(f"No model version {ref!r}.", status=404)
-    return version
+    return _by_id_or_name(ModelVersion, ref, "model version")
 
 
 def get_dataset_version(ref: str | int) -> DatasetVersion:
     """A dataset version by id or name."""
-    ref = str(ref).strip()
-    version = None
-    if ref.isdigit():
-        version = db.session.get(DatasetVersion, int(ref))
-    if version is None:
-        version = db.session.scalar(sa.select(DatasetVersion).where(DatasetVersion.name == ref))
-    if version is None:
-        raise ModelRefused(f"No dataset version {ref!r}.", status=404)
-    return version
+    return _by_id_or_name(DatasetVersion, ref, "dataset version")
 
 
 def split_coco(version: DatasetVersion, split: str) -> Path:
