@@ -45,7 +45,8 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator.services.propagate import DUPLICATE_IOU, iou, propagate_boxes  # noqa: E402
+from annotator.services.labels import greedy_match, iou  # noqa: E402
+from annotator.services.propagate import DUPLICATE_IOU, propagate_boxes  # noqa: E402
 
 GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5
 
@@ -53,26 +54,11 @@ GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5
 def review(proposals: list[dict], truth: list[dict], show_score: float = SHOW_SCORE) -> dict[str, int]:
     """Actions to turn ``proposals`` into ``truth`` on one frame."""
     shown = [p for p in proposals if p.get("score", 1.0) >= show_score]
-    pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(shown) for j, t in enumerate(truth)
-                    if p["class_id"] == t["class_id"]), reverse=True)
-    used_p, used_t = set(), set()
-    counts = {"draw": 0, "adjust": 0, "delete": 0, "accept": 0}
-    good = False
-    for overlap, i, j in pairs:
-        if overlap < ADJUST_IOU:
-            break
-        if i in used_p or j in used_t:
-            continue
-        used_p.add(i)
-        used_t.add(j)
-        if overlap >= GOOD_IOU:
-            good = True
-        else:
-            counts["adjust"] += 1
-    counts["delete"] = len(shown) - len(used_p)
-    counts["draw"] = len(truth) - len(used_t)
-    counts["accept"] = 1 if good else 0
-    return counts
+    matched = greedy_match(shown, truth, ADJUST_IOU)
+    return {"draw": len(truth) - len(matched),
+            "adjust": sum(1 for overlap, _, _ in matched if overlap < GOOD_IOU),
+            "delete": len(shown) - len(matched),
+            "accept": int(any(overlap >= GOOD_IOU for overlap, _, _ in matched))}
 
 
 def load_sequences(coco_path: Path, min_box: float) -> list[dict]:

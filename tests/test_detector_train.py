@@ -93,20 +93,24 @@ def _batch(tiny: Path, indices=(1, 5)):
             [i["prev_image"] for i in items], [i["flow"] for i in items])
 
 
-def test_a_few_iterations_reduce_the_loss(tiny: Path):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="two_frame", size=int(SIZE)))
+def _train_steps(model, images, targets, prevs, flows, steps: int) -> list[float]:
+    """The loss of each of ``steps`` AdamW steps on one fixed batch."""
     model.train()
-    images, targets, prevs, flows = _batch(tiny)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=5e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
     losses = []
-    for _ in range(12):
+    for _ in range(steps):
         loss = sum(model(images, targets, prev_images=prevs, flows=flows).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_a_few_iterations_reduce_the_loss(tiny: Path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="two_frame", size=int(SIZE)))
+    losses = _train_steps(model, *_batch(tiny), steps=12)
     assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
 
 
@@ -305,13 +309,5 @@ def test_two_frame_learns_on_a_tiny_phantom_sweep(tmp_path: Path):
     prevs, flows = [i["prev_image"] for i in items], [i["flow"] for i in items]
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="two_frame", size=96))
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    losses = []
-    for _ in range(10):
-        loss = sum(model(images, targets, prev_images=prevs, flows=flows).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = _train_steps(model, images, targets, prevs, flows, steps=10)
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses

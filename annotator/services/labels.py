@@ -505,6 +505,25 @@ def iou(a: dict[str, float], b: dict[str, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def greedy_match(a: list[dict[str, Any]], b: list[dict[str, Any]], min_iou: float
+                 ) -> list[tuple[float, int, int]]:
+    """One-to-one pairs ``(iou, i, j)`` of boxes ``a[i]``, ``b[j]`` of the same class with IoU
+    >= ``min_iou``, taken greedily from the largest overlap."""
+    pairs = sorted(((iou(x, y), i, j) for i, x in enumerate(a) for j, y in enumerate(b)
+                    if x["class_id"] == y["class_id"]), reverse=True)
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    matched = []
+    for overlap, i, j in pairs:
+        if overlap < min_iou:
+            break
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+            matched.append((overlap, i, j))
+    return matched
+
+
 def review_notes(scene_id: int) -> dict[str, Any]:
     """For the reviewer: per box how it relates to the pre-labels, and the rejected pre-labels.
 

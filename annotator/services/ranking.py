@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, Scene, SceneRanking, SceneStatus, User, utcnow
-from .propagate import iou, propagate_boxes, read_frame
+from .labels import greedy_match
+from .propagate import propagate_boxes, read_frame
 
 MIN_SCORE = 0.3
 MATCH_IOU = 0.1
@@ -36,19 +37,10 @@ def frame_disagreement(model: list[dict[str, Any]], carried: list[dict[str, Any]
     of one has a counterpart in the other."""
     if not model and not carried:
         return 0.0
-    pairs = sorted(((iou(a, b), i, j) for i, a in enumerate(model) for j, b in enumerate(carried)
-                    if a["class_id"] == b["class_id"]), reverse=True)
-    used_a, used_b, cost = set(), set(), 0.0
-    for overlap, i, j in pairs:
-        if overlap < MATCH_IOU:
-            break
-        if i in used_a or j in used_b:
-            continue
-        used_a.add(i)
-        used_b.add(j)
-        cost += 1.0 - overlap
-    unmatched = (len(model) - len(used_a)) + (len(carried) - len(used_b))
-    return (cost + unmatched) / (len(model) + len(carried) - len(used_a))
+    matched = greedy_match(model, carried, MATCH_IOU)
+    cost = sum(1.0 - overlap for overlap, _, _ in matched)
+    unmatched = len(model) + len(carried) - 2 * len(matched)
+    return (cost + unmatched) / (len(model) + len(carried) - len(matched))
 
 
 def scene_disagreement(images: list[np.ndarray], boxes: list[list[dict[str, Any]]],
