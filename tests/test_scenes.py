@@ -58,7 +58,10 @@ def _ranges(video_id: int) -> list[tuple[int, int]]:
     return [(s.first_frame, s.last_frame) for s in scenes]
 
 
-def test_auto_scenes_cut_at_the_shot_change_then_chop(app, tmp_path):
+@pytest.mark.parametrize("detect_width", [None, 1000])  # 1000: frames go to the detector unscaled
+def test_auto_scenes_cut_at_the_shot_change_then_chop(app, tmp_path, monkeypatch, detect_width):
+    if detect_width is not None:
+        monkeypatch.setattr("annotator.services.scenes.DETECT_WIDTH", detect_width)
     path = _two_shot_video(tmp_path / "shots.avi")
     with app.app_context():
         result = import_video(path, "P-1", scenes="auto")

@@ -1,11 +1,13 @@
-"""Recognise and decode ultrasound media: MP4/AVI/MOV through OpenCV, DICOM cines through pydicom.
+"""Recognise and decode ultrasound media: MP4/AVI/MOV through PyAV (FFmpeg), DICOM cines through pydicom.
 
 Design choices:
 - The container is recognised from its first bytes, never from the file name, so a text file
   named ``.mp4`` is refused as what it is.
 - Frames come out in the decoder's order, numbered from 0, exactly as ``cv2.VideoCapture`` (or
-  pydicom) gives them to training code reading the same file; a video yields BGR ``uint8``
-  frames, a DICOM grey (H, W) or BGR frames. Timestamps are the decoder's position (video) or
+  pydicom) gives them to training code reading the same file. Each is a :class:`Picture`: a
+  video's planar YUV frame stays undecoded to BGR unless its crop holds colour, so grey B-mode
+  is stored from its luma plane (the range expanded as the BGR conversion would); a DICOM frame
+  is a grey (H, W) or BGR array. Timestamps are the decoder's position (video) or
   the header's frame timing (DICOM: FrameTimeVector, FrameTime, CineRate,
   RecommendedDisplayFrameRate, in that order; 30 fps when none is present).
 - Frame size is checked against the configured pixel limit before anything is decoded.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import av
 import cv2
 import numpy as np
 
@@ -25,6 +28,10 @@ from . import ImportRefused
 
 CONTAINERS = ("mp4", "mov", "avi", "dicom")
 _QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+# A BGR frame whose channels differ by at most this is grey (the rounding of a decoder's
+# YUV->BGR conversion of a grey picture); a YUV frame is grey when its chroma is this close to neutral.
+GREY_TOLERANCE = 3
+CHROMA_TOLERANCE = 2
 
 
 def sniff_container(path: Path) -> str:
@@ -59,12 +66,54 @@ class MediaInfo:
     frame_count: int  # from the header; the decoded count is what gets stored
 
 
+class Picture:
+    """One decoded frame. The import finds the ROI on ``grey()`` and stores ``crop()``."""
+
+    width: int
+    height: int
+
+    def grey(self) -> np.ndarray:
+        """The whole frame as 8-bit luma (H, W)."""
+        raise NotImplementedError
+
+    def crop(self, x: int, y: int, w: int, h: int, grey_out: np.ndarray) -> np.ndarray:
+        """The rectangle as it is stored: its luma, written into ``grey_out`` (h, w), when it
+        holds no colour, else a new BGR array (h, w, 3)."""
+        raise NotImplementedError
+
+
+class ArrayPicture(Picture):
+    """A frame already in memory: grey (H, W) or BGR (H, W, 3) ``uint8``."""
+
+    def __init__(self, image: np.ndarray):
+        self._image = image
+        self.height, self.width = image.shape[:2]
+
+    @property
+    def image(self) -> np.ndarray:
+        return self._image
+
+    def grey(self) -> np.ndarray:
+        image = self.image
+        return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+    def crop(self, x: int, y: int, w: int, h: int, grey_out: np.ndarray) -> np.ndarray:
+        part = self.image[y:y + h, x:x + w]
+        if part.ndim == 2:
+            grey_out[...] = part
+            return grey_out
+        b, g, r = cv2.split(part[::2])  # every other row: colour (Doppler) spans many rows
+        if max(cv2.norm(b, g, cv2.NORM_INF), cv2.norm(g, r, cv2.NORM_INF)) <= GREY_TOLERANCE:
+            return cv2.cvtColor(part, cv2.COLOR_BGR2GRAY, dst=grey_out)
+        return part.copy()
+
+
 class MediaReader:
-    """Header facts in ``info``; ``frames()`` yields ``(index, timestamp_ms, image)`` once."""
+    """Header facts in ``info``; ``frames()`` yields ``(index, timestamp_ms, picture)`` once."""
 
     info: MediaInfo
 
-    def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+    def frames(self) -> Iterator[tuple[int, float, Picture]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -89,12 +138,6 @@ def open_media(path: Path, max_frame_pixels: int) -> MediaReader:
 # ---------------------------------------------------------------- video (OpenCV / FFmpeg)
 
 
-def _fourcc_text(value: float) -> str:
-    code = int(value)
-    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
-    return text.strip("\x00 ") if text.isprintable() else ""
-
-
 def _declared_codec(path: Path, container: str) -> str:
     """The codec tag the container declares (for messages when the decoder cannot open it)."""
     size = path.stat().st_size
@@ -114,56 +157,137 @@ def _declared_codec(path: Path, container: str) -> str:
     return ""
 
 
+# Planar 8-bit YUV layouts whose luma plane is stored as is (after range expansion).
+_PLANAR_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuv411p", "yuv410p", "yuv440p",
+               "yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p"}
+# Limited ("TV") range luma 16..235 to 0..255 exactly as FFmpeg's YUV->BGR conversion (which
+# cv2.VideoCapture uses) maps a grey pixel: truncated, not rounded.
+_TV_TO_FULL = np.clip(np.floor((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+_JPEG_RANGE = 2  # AVColorRange AVCOL_RANGE_JPEG
+
+
+def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+
+
+class YuvPicture(Picture):
+    """A decoded planar YUV frame. A crop without colour is stored from the luma plane alone, so
+    grey ultrasound never pays for a colour conversion; chroma further than ``CHROMA_TOLERANCE``
+    from neutral anywhere in the crop (Doppler, coloured marks) makes it a BGR crop."""
+
+    def __init__(self, frame: av.VideoFrame):
+        self.frame = frame
+        self.width, self.height = frame.width, frame.height
+        planes = frame.planes
+        self._luma = _plane(planes[0])[:, :frame.width]
+        self._chroma = [_plane(p)[:, :p.width] for p in planes[1:3]]
+        self._step = (-(-frame.width // planes[1].width), -(-frame.height // planes[1].height))
+        full = frame.format.name.startswith("yuvj") or frame.color_range == _JPEG_RANGE
+        self._lut = None if full else _TV_TO_FULL
+
+    def grey(self) -> np.ndarray:
+        return self._luma.copy() if self._lut is None else cv2.LUT(self._luma, self._lut)
+
+    def crop(self, x: int, y: int, w: int, h: int, grey_out: np.ndarray) -> np.ndarray:
+        sx, sy = self._step
+        window = (slice(y // sy, -(-(y + h) // sy)), slice(x // sx, -(-(x + w) // sx)))
+        for chroma in self._chroma:
+            low, high, _, _ = cv2.minMaxLoc(chroma[window])
+            if low < 128 - CHROMA_TOLERANCE or high > 128 + CHROMA_TOLERANCE:
+                return self.frame.to_ndarray(format="bgr24")[y:y + h, x:x + w].copy()
+        luma = self._luma[y:y + h, x:x + w]
+        if self._lut is None:
+            grey_out[...] = luma
+            return grey_out
+        return cv2.LUT(luma, self._lut, dst=grey_out)
+
+
+class ConvertedPicture(ArrayPicture):
+    """A frame in any other pixel format, converted to BGR when first needed (in a worker)."""
+
+    def __init__(self, frame: av.VideoFrame):
+        self.frame = frame
+        self.width, self.height = frame.width, frame.height
+        self._image: np.ndarray | None = None
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            self._image = self.frame.to_ndarray(format="bgr24")
+        return self._image
+
+
+def _picture(frame: av.VideoFrame) -> Picture:
+    return YuvPicture(frame) if frame.format.name in _PLANAR_YUV else ConvertedPicture(frame)
+
+
 class VideoReader(MediaReader):
+    """MP4/MOV/AVI through PyAV (FFmpeg), decoding on several threads. Frames come out in the
+    decoder's order, as ``cv2.VideoCapture`` gives them; a timestamp is the frame's presentation
+    time from the stream's start, as ``CAP_PROP_POS_MSEC`` reports it."""
+
     def __init__(self, path: Path, container: str):
         self.path = path
-        self.cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        if not self.cap.isOpened():
-            self.cap.release()
-            declared = _declared_codec(path, container)
+        name = path.name
+        try:
+            self.container = av.open(str(path), metadata_errors="ignore")
+        except av.FFmpegError:
             if container in ("mp4", "mov") and not _has_atom(path, b"moov"):
-                raise ImportRefused(f"{path.name} is truncated or damaged: no movie header (moov)")
-            if declared:
-                raise ImportRefused(
-                    f"{path.name}: codec {declared!r} is not supported by the decoder "
-                    "(or the file is damaged)", 415)
-            raise ImportRefused(f"{path.name} cannot be opened: truncated or damaged {container.upper()}")
-        cap = self.cap
-        self.info = MediaInfo(
-            container=container,
-            codec=_fourcc_text(cap.get(cv2.CAP_PROP_FOURCC)) or _declared_codec(path, container),
-            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0,
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            frame_count=max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))),
-        )
+                raise ImportRefused(f"{name} is truncated or damaged: no movie header (moov)") from None
+            raise ImportRefused(
+                f"{name} cannot be opened: truncated or damaged {container.upper()}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise ImportRefused(f"{name} holds no video stream", 415)
+        self.stream = stream = self.container.streams.video[0]
+        context = stream.codec_context
+        if context is None:  # FFmpeg knows no decoder for the declared codec
+            self.container.close()
+            declared = _declared_codec(path, container) or "unknown"
+            raise ImportRefused(f"{name}: codec {declared!r} is not supported by the decoder", 415)
+        context.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 30.0
+        frames = stream.frames or 0
+        if not frames and stream.duration and stream.time_base:
+            frames = round(float(stream.duration * stream.time_base) * fps)
+        codec = (context.codec_tag or context.name or "").strip("\x00 ")
+        self.info = MediaInfo(container=container, codec=codec, fps=fps, width=context.width,
+                              height=context.height, frame_count=frames)
 
-    def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        cap, fps = self.cap, self.info.fps
+    def frames(self) -> Iterator[tuple[int, float, Picture]]:
+        stream, fps, name = self.stream, self.info.fps, self.path.name
+        start, time_base = stream.start_time or 0, float(stream.time_base or 0)
         index, last_ts = 0, -1.0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            ts = float(cap.get(cv2.CAP_PROP_POS_MSEC))
-            if ts <= last_ts or (ts == 0.0 and index > 0):
-                ts = index * 1000.0 / fps  # the container gave no usable time: derive it
-            last_ts = ts
-            yield index, ts, frame
-            index += 1
+        try:
+            for packet in self.container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except (av.InvalidDataError, av.PatchWelcomeError):
+                    continue  # a damaged packet: skipped, as OpenCV's reader skips it
+                for frame in decoded:
+                    ts = -1.0 if frame.pts is None else (frame.pts - start) * time_base * 1000.0
+                    if ts <= last_ts:
+                        ts = index * 1000.0 / fps  # the container gave no usable time: derive it
+                    last_ts = ts
+                    yield index, ts, _picture(frame)
+                    index += 1
+        except av.FFmpegError as exc:
+            if index == 0:
+                raise ImportRefused(f"{name}: no frame could be decoded ({exc.strerror})", 415) from None
+            # Reading stopped early (a cut-off file): the count below tells whether that matters.
         expected = self.info.frame_count
         if index == 0:
             codec = self.info.codec or "unknown"
             raise ImportRefused(
-                f"{self.path.name}: no frame could be decoded (codec {codec!r} unsupported, "
+                f"{name}: no frame could be decoded (codec {codec!r} unsupported, "
                 "or the file is truncated)", 415 if self.info.codec else 400)
         # Headers of MP4/MOV/AVI count frames exactly; a couple short is edit-list rounding.
         if expected and index < expected - max(2, expected // 100):
-            raise ImportRefused(
-                f"{self.path.name} is truncated or damaged: decoded {index} of {expected} frames")
+            raise ImportRefused(f"{name} is truncated or damaged: decoded {index} of {expected} frames")
 
     def close(self) -> None:
-        self.cap.release()
+        self.container.close()
 
 
 def _has_atom(path: Path, atom: bytes) -> bool:
@@ -247,7 +371,7 @@ class DicomReader(MediaReader):
             arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2BGR)
         return np.ascontiguousarray(arr)
 
-    def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+    def frames(self) -> Iterator[tuple[int, float, Picture]]:
         from pydicom.pixels import iter_pixels
 
         if self.photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL",
@@ -266,7 +390,7 @@ class DicomReader(MediaReader):
                     ts = elapsed
                 else:
                     ts = index * 1000.0 / fps
-                yield index, ts, self._to_uint8(arr)
+                yield index, ts, ArrayPicture(self._to_uint8(arr))
                 index += 1
         except ImportRefused:
             raise

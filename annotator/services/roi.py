@@ -41,26 +41,15 @@ class Roi:
     def rect(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
 
-    def crop(self, frame: np.ndarray) -> np.ndarray:
-        """The ROI rectangle of ``frame`` (a view)."""
-        return frame[self.y:self.y + self.h, self.x:self.x + self.w]
-
     def mask_out(self, crop: np.ndarray) -> np.ndarray:
-        """A copy of ``crop`` (grey or BGR) with everything outside the sector set to 0."""
+        """``crop`` (the ROI rectangle, grey or BGR) with everything outside the sector set to 0,
+        in place; returns it."""
         # AND with a mask image: OpenCV's ``mask=`` argument is ~50x slower here.
         if crop.ndim == 2:
-            return cv2.bitwise_and(crop, self.mask)
+            return cv2.bitwise_and(crop, self.mask, dst=crop)
         if self._mask3 is None or self._mask3.shape[2] != crop.shape[2]:
             self._mask3 = cv2.merge([self.mask] * crop.shape[2])
-        return cv2.bitwise_and(crop, self._mask3)
-
-    def apply(self, frame: np.ndarray) -> np.ndarray:
-        """``frame`` cropped to the ROI, zero outside the sector."""
-        return self.mask_out(self.crop(frame))
-
-
-def _grey(frame: np.ndarray) -> np.ndarray:
-    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return cv2.bitwise_and(crop, self._mask3, dst=crop)
 
 
 def whole_frame(width: int, height: int, reason: str) -> Roi:
@@ -69,7 +58,7 @@ def whole_frame(width: int, height: int, reason: str) -> Roi:
 
 
 def find_roi(frames: Sequence[np.ndarray], lossless: bool = False) -> Roi:
-    """The moving image region of ``frames`` (grey or BGR, all the same size).
+    """The moving image region of ``frames`` (grey, all the same size).
 
     ``lossless``: the frames come from a source without codec noise (uncompressed or intra-only
     DICOM), where interface pixels never change, so a single change marks image.
@@ -77,8 +66,7 @@ def find_roi(frames: Sequence[np.ndarray], lossless: bool = False) -> Roi:
     height, width = frames[0].shape[:2]
     if len(frames) < 2:
         return whole_frame(width, height, "a single frame shows no moving image region")
-    greys = [_grey(f) for f in frames]
-    greys = greys[:256]  # counts are uint8
+    greys = frames[:256]  # counts are uint8
     counts = np.zeros((height, width), np.uint8)
     for a, b in zip(greys, greys[1:]):
         changed = cv2.compare(a, b, cv2.CMP_NE)  # 0 or 255

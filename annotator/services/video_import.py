@@ -1,15 +1,12 @@
 """Import a video or DICOM cine: decode once, find the ROI, crop and de-identify, store, split.
 
 One decode pass does everything. The first ~2 s of frames are buffered to find the ROI
-(:mod:`.roi`); from then on each decoded frame goes to a thread pool that crops and masks it,
-encodes a PNG (OpenCV, compression level 1 by default, single channel when the frame is grey) and hashes
-and writes it (:mod:`.storage`), while the main thread keeps decoding (OpenCV and zlib release
-the GIL). The workers also make the small copy that cut detection (:mod:`.scenes`) reads, fed
-in frame order as results come back. Frame rows are bulk-inserted at the end, in the same
-transaction as the video and its scenes.
-
-A frame counts as grey when its channels differ by at most ``GREY_TOLERANCE`` (the rounding
-of a decoder's YUV->BGR conversion of a grey picture); it is then stored as its luma.
+(:mod:`.roi`); from then on each decoded frame goes to a thread pool that crops it (grey frames
+from their luma, see :mod:`.media`), masks it, encodes a PNG (:mod:`.png`) and hashes and writes
+it (:mod:`.storage`), while the main thread keeps decoding (FFmpeg, ISA-L, NumPy and OpenCV
+release the GIL). The workers also make the small copy that cut detection (:mod:`.scenes`)
+reads, fed in frame order as results come back. Frame rows are bulk-inserted at the end, in
+the same transaction as the video and its scenes.
 
 Failure at any point rolls the transaction back, waits for the workers, and deletes the frame
 files this import created that no frame row references, so a refused import leaves nothing.
@@ -18,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 from flask import current_app
 from sqlalchemy import insert, select
@@ -33,23 +30,19 @@ from sqlalchemy.exc import IntegrityError
 from ..db import db
 from ..models import Frame, Patient, Scene, User, Video
 from . import ImportRefused
-from .media import MediaReader, file_sha256, open_media, sniff_container
+from .media import MediaReader, Picture, file_sha256, open_media, sniff_container
+from .png import encode_png
 from .roi import Roi, find_roi
 from .scenes import CutDetector, SceneMode, parse_scene_mode, scene_ranges
 from .storage import FrameStore
 
 PATIENT_CODE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
-PNG_LEVEL = 1  # app.config["SONOLABEL_PNG_LEVEL"] overrides (0 = stored: ~10x faster, ~3x larger)
-
-
-def png_params(level: int) -> list[int]:
-    # SUB filter + run-length deflate: within 2 % of the default's size at 2/3 of its time.
-    return [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY,
-            cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
-GREY_TOLERANCE = 3
 ROI_SECONDS = 2.0
 ROI_MIN_FRAMES, ROI_MAX_FRAMES = 8, 120
 ROI_MAX_BUFFER_BYTES = 512 << 20
+# One encoder per core beside the decoder's threads (2 measured best on 2 cores; 3 contends).
+WORKERS = max(2, min(8, os.cpu_count() or 2))
+QUEUE_PER_WORKER = 3
 
 
 @dataclass
@@ -96,8 +89,7 @@ def import_video(path: Path, patient_code: str, scenes: str = "auto", user: User
     reader = open_media(path, int(config["SONOLABEL_MAX_FRAME_PIXELS"]))
     try:
         length = mode.length or int(config["SONOLABEL_SCENE_LENGTH"])
-        level = int(config.get("SONOLABEL_PNG_LEVEL", PNG_LEVEL))
-        decoded = _decode_and_store(reader, store, mode, progress, png_params(level))
+        decoded = _decode_and_store(reader, store, mode, progress)
         ranges = scene_ranges(len(decoded.frames), decoded.cuts if mode.kind == "auto" else [],
                               None if mode.kind == "none" else length)
         video = _write_rows(reader, decoded, ranges, code, source_sha,
@@ -133,30 +125,32 @@ class _Decoded:
 
 
 def _decode_and_store(reader: MediaReader, store: FrameStore, mode: SceneMode,
-                      progress: Callable[[int, int], None] | None,
-                      params: list[int]) -> _Decoded:
+                      progress: Callable[[int, int], None] | None) -> _Decoded:
     info = reader.info
     detector = CutDetector(info.fps) if mode.kind == "auto" else None
     frame_bytes = max(1, info.width * info.height * 3)
     roi_frames = int(min(max(round(ROI_SECONDS * info.fps), ROI_MIN_FRAMES), ROI_MAX_FRAMES,
                          max(ROI_MIN_FRAMES, ROI_MAX_BUFFER_BYTES // frame_bytes)))
-    workers = max(2, min(8, os.cpu_count() or 2))
     total = info.frame_count
     frames: list[tuple[float, str, int, int]] = []
     pending: deque[tuple[float, Future]] = deque()
-    buffer: list[tuple[float, np.ndarray]] = []
+    buffer: list[tuple[float, Picture]] = []
     roi: Roi | None = None
-    shape: tuple[int, ...] | None = None
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame-store")
+    size: tuple[int, int] | None = None
+    scratch = threading.local()  # each worker's grey crop buffer, reused frame after frame
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="frame-store")
 
-    def work(frame: np.ndarray) -> tuple[str, int, int, np.ndarray | None]:
+    def work(picture: Picture) -> tuple[str, int, int, np.ndarray | None]:
         assert roi is not None
-        image = roi.mask_out(_as_stored(roi.crop(frame)))
-        ok, png = cv2.imencode(".png", image, params)
-        if not ok:
-            raise ImportRefused("a frame could not be encoded as PNG")
-        sha = store.put(png)
-        return sha, image.shape[1], image.shape[0], (detector.small(image) if detector else None)
+        grey = getattr(scratch, "grey", None)
+        if grey is None:
+            grey = scratch.grey = np.empty((roi.h, roi.w), np.uint8)
+        image = roi.mask_out(picture.crop(roi.x, roi.y, roi.w, roi.h, grey))
+        sha = store.put(encode_png(image))
+        return sha, roi.w, roi.h, (detector.small(image) if detector else None)
+
+    def locate() -> Roi:
+        return find_roi([p.grey() for _, p in buffer], lossless=info.container == "dicom")
 
     def collect(block_until: int) -> None:
         while pending and (len(pending) > block_until or pending[0][1].done()):
@@ -169,44 +163,32 @@ def _decode_and_store(reader: MediaReader, store: FrameStore, mode: SceneMode,
                 progress(len(frames), max(total, len(frames)))
 
     try:
-        for _index, ts, frame in reader.frames():
-            if shape is None:
-                shape = frame.shape
-            elif frame.shape != shape:
+        for _index, ts, picture in reader.frames():
+            if size is None:
+                size = (picture.width, picture.height)
+            elif (picture.width, picture.height) != size:
                 raise ImportRefused("the frame size changes within the file; cannot import")
             if roi is None:
-                buffer.append((ts, frame))
+                buffer.append((ts, picture))
                 if len(buffer) < roi_frames:
                     continue
-                roi = find_roi([f for _, f in buffer], lossless=info.container == "dicom")
-                for bts, bframe in buffer:
-                    pending.append((bts, pool.submit(work, bframe)))
+                roi = locate()
+                pending.extend((bts, pool.submit(work, bpicture)) for bts, bpicture in buffer)
                 buffer = []
             else:
-                pending.append((ts, pool.submit(work, frame)))
-            collect(block_until=workers * 3)
+                pending.append((ts, pool.submit(work, picture)))
+            collect(block_until=WORKERS * QUEUE_PER_WORKER)
         if roi is None:  # a clip shorter than the ROI window
             if not buffer:
                 raise ImportRefused("no frame could be decoded")
-            roi = find_roi([f for _, f in buffer], lossless=info.container == "dicom")
-            for bts, bframe in buffer:
-                pending.append((bts, pool.submit(work, bframe)))
+            roi = locate()
+            pending.extend((bts, pool.submit(work, bpicture)) for bts, bpicture in buffer)
             buffer = []
         collect(block_until=0)
     finally:
         # Workers must be finished before a failed import deletes what they wrote.
         pool.shutdown(wait=True, cancel_futures=True)
     return _Decoded(roi, frames, detector.cuts if detector else [])
-
-
-def _as_stored(image: np.ndarray) -> np.ndarray:
-    """Grey frames (all channels equal up to decoder rounding) become single-channel luma."""
-    if image.ndim == 3 and image.shape[2] == 3:
-        b, g, r = cv2.split(image[::2])  # every other row: colour (Doppler) spans many rows
-        spread = max(cv2.norm(b, g, cv2.NORM_INF), cv2.norm(g, r, cv2.NORM_INF))
-        if spread <= GREY_TOLERANCE:
-            return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return image
 
 
 def _write_rows(reader: MediaReader, decoded: _Decoded, ranges: list[tuple[int, int]],
