@@ -148,6 +148,38 @@ def test_stored_frames_are_what_opencv_decodes(app, tmp_path, fourcc, suffix):
             assert diff.max() <= 3 and diff.mean() <= 1.5, frame.frame_index
 
 
+def turn_mp4(path: Path) -> Path:
+    """Give the MP4's video track a display matrix that turns it 90 degrees clockwise, as phones
+    write when filming upright."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0, "a version-0 track header"
+    one, w = 1 << 16, 1 << 30  # 16.16 and 2.30 fixed point
+    data[at + 44:at + 80] = struct.pack(">9i", 0, one, 0, -one, 0, 0, H * one, 0, w)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_turned_video_is_stored_as_opencv_shows_it(app, tmp_path):
+    path = turn_mp4(write_video(tmp_path / "phone.mp4", n=20, fourcc="mp4v"))
+    decoded = cv2_frames(path)
+    assert decoded[0].shape[:2] == (W, H), "OpenCV shows the turned picture"
+    with app.app_context():
+        result = import_video(path, "P-001", scenes="none")
+        assert (result.video.width, result.video.height) == (H, W)
+        x, y, w, h = result.roi
+        assert h > w, "the sector's bounding box turned with the picture"
+        for frame in frames_of(result.video.id)[::5]:
+            stored = stored_image(app, frame).astype(int)
+            expected = cv2.cvtColor(decoded[frame.frame_index][y:y + h, x:x + w],
+                                    cv2.COLOR_BGR2GRAY).astype(int)
+            inside = stored > 0
+            diff = np.abs(stored[inside] - expected[inside])
+            assert inside.mean() > 0.5 and diff.max() <= 3 and diff.mean() <= 1.5
+
+
 def write_lossless(path: Path, pix_fmt: str, n: int = 12, **kw) -> list[np.ndarray]:
     """An FFV1 (lossless) AVI in ``pix_fmt``, written with PyAV; returns the frames it holds."""
     import av

@@ -203,22 +203,29 @@ class YuvPicture(Picture):
 
 
 class ConvertedPicture(ArrayPicture):
-    """A frame in any other pixel format, converted to BGR when first needed (in a worker)."""
+    """A frame in any other pixel format, or one the container says to display turned, as BGR
+    (turned upright, as ``cv2.VideoCapture`` shows it), converted when first needed."""
 
-    def __init__(self, frame: av.VideoFrame):
-        self.frame = frame
+    def __init__(self, frame: av.VideoFrame, turns: int = 0):
+        self.frame, self.turns = frame, turns  # quarter turns counterclockwise
         self.width, self.height = frame.width, frame.height
+        if turns % 2:
+            self.width, self.height = self.height, self.width
         self._image: np.ndarray | None = None
 
     @property
     def image(self) -> np.ndarray:
         if self._image is None:
-            self._image = self.frame.to_ndarray(format="bgr24")
+            image = self.frame.to_ndarray(format="bgr24")
+            self._image = np.ascontiguousarray(np.rot90(image, self.turns)) if self.turns else image
         return self._image
 
 
 def _picture(frame: av.VideoFrame) -> Picture:
-    return YuvPicture(frame) if frame.format.name in _PLANAR_YUV else ConvertedPicture(frame)
+    turns = round(frame.rotation / 90) % 4  # the display matrix's counterclockwise rotation
+    if turns or frame.format.name not in _PLANAR_YUV:
+        return ConvertedPicture(frame, turns)
+    return YuvPicture(frame)
 
 
 class VideoReader(MediaReader):
@@ -270,7 +277,10 @@ class VideoReader(MediaReader):
                     if ts <= last_ts:
                         ts = index * 1000.0 / fps  # the container gave no usable time: derive it
                     last_ts = ts
-                    yield index, ts, _picture(frame)
+                    picture = _picture(frame)
+                    if index == 0:  # a turned video's size is the size it is shown at
+                        self.info.width, self.info.height = picture.width, picture.height
+                    yield index, ts, picture
                     index += 1
         except av.FFmpegError as exc:
             if index == 0:
