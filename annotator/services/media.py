@@ -1,4 +1,5 @@
-"""Recognise and decode ultrasound media: MP4/AVI/MOV through PyAV (FFmpeg), DICOM cines through pydicom.
+"""Recognise and decode ultrasound media: MP4/AVI/MOV through PyAV (FFmpeg), DICOM cines
+through pydicom.
 
 Design choices:
 - The container is recognised from its first bytes, never from the file name, so a text file
@@ -135,7 +136,7 @@ def open_media(path: Path, max_frame_pixels: int) -> MediaReader:
     return reader
 
 
-# ---------------------------------------------------------------- video (OpenCV / FFmpeg)
+# ---------------------------------------------------------------- video (PyAV / FFmpeg)
 
 
 def _declared_codec(path: Path, container: str) -> str:
