@@ -12,7 +12,7 @@ from test_import import H, TEXT_ORG, W, sector_mask, write_video
 from annotator.db import db
 from annotator.models import Frame, Scene, SceneStatus
 from annotator.services import ImportRefused, SceneRefused
-from annotator.services.scenes import SceneMode, cut_scene, parse_scene_mode, scene_ranges
+from annotator.services.scenes import CutDetector, SceneMode, cut_scene, parse_scene_mode, scene_ranges
 from annotator.services.video_import import import_video
 
 
@@ -31,6 +31,54 @@ def test_scene_ranges_chop_runs_between_cuts():
     assert scene_ranges(7, [], None) == [(0, 6)]
     assert scene_ranges(10, [0, 10, 99], 4) == [(0, 3), (4, 7), (8, 9)]  # cuts at the ends ignored
     assert scene_ranges(0, [], 20) == []
+
+
+def _changes_around_the_threshold() -> list[np.ndarray]:
+    """Grey 96x80 frames: shots of 20 frames with a little noise, joined by changes whose mean
+    absolute difference is about ContentDetector's threshold (27) give or take the noise, a new
+    picture, a one-frame flash and a slow fade."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 50, (80, 96), dtype=np.uint8)
+    frames: list[np.ndarray] = []
+
+    def shot(n: int = 20) -> None:
+        frames.extend(cv2.add(base, rng.integers(0, 2, base.shape, dtype=np.uint8)) for _ in range(n))
+
+    shot()
+    order, start = rng.permutation(base.size), 0
+    for fraction in (0.128, 0.1325, 0.1335, 0.14):  # another part of the pixels 200 brighter
+        stop = start + round(fraction * base.size)
+        base = base.copy()
+        base.flat[order[start:stop]] += 200
+        start = stop
+        shot()
+    base = rng.integers(0, 150, base.shape, dtype=np.uint8)
+    shot()
+    frames.append(cv2.add(base, 120))  # a flash
+    shot()
+    for _ in range(15):  # a fade
+        base = cv2.add(base, 8)
+        frames.append(base.copy())
+    shot()
+    return frames
+
+
+def test_grey_cut_detection_finds_the_cuts_pyscenedetect_finds_in_colour():
+    from scenedetect import ContentDetector, FrameTimecode
+
+    fps = 25.0
+    frames = _changes_around_the_threshold()
+    stock, expected = ContentDetector(luma_only=True), []
+    for i, frame in enumerate(frames):
+        for cut in stock.process_frame(FrameTimecode(i, fps),
+                                       cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)):
+            if 0 < cut.frame_num and (not expected or cut.frame_num > expected[-1]):
+                expected.append(cut.frame_num)
+    ours = CutDetector(fps)
+    for frame in frames:
+        ours.feed(frame)
+    assert len(expected) >= 3  # the sequence straddles the threshold: some changes cut, some not
+    assert ours.cuts == expected
 
 
 def _two_shot_video(path: Path, fps: float = 15.0) -> Path:

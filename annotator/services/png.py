@@ -5,13 +5,12 @@ as long as decoding it; ISA-L's deflate (``isal``) at level 1 takes a third of t
 about 10 % larger. The SUB filter (each byte minus the one a pixel to its left) suits speckle
 and is one vectorised subtraction. Files are standard PNG (IHDR, one IDAT, IEND) that any
 reader opens. Work buffers are kept per thread because the import encodes in a thread pool,
-and ISA-L, zlib's CRC and NumPy release the GIL.
+and ISA-L and NumPy release the GIL.
 """
 from __future__ import annotations
 
 import struct
 import threading
-import zlib
 
 import cv2
 import numpy as np
@@ -28,7 +27,8 @@ _scratch = threading.local()
 
 
 def _chunk(kind: bytes, data: bytes | memoryview) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(kind))
+    # ISA-L's CRC (carry-less multiply) is ~10x faster than the system zlib's on this data.
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))
     return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)))
 
 

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -67,13 +68,39 @@ class CutDetector:
         if self.detector is None:
             # Grey B-mode has no hue or saturation: with the default weights a total change of
             # brightness would score only a third and never reach the threshold.
-            self.detector = ContentDetector(luma_only=small.ndim == 2)
-        bgr = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR) if small.ndim == 2 else small
-        for cut in self.detector.process_frame(FrameTimecode(self.index, self.fps), bgr):
+            self.detector = _grey_content_detector()() if small.ndim == 2 else ContentDetector()
+        for cut in self.detector.process_frame(FrameTimecode(self.index, self.fps), small):
             frame = cut.frame_num
             if 0 < frame and (not self.cuts or frame > self.cuts[-1]):
                 self.cuts.append(frame)
         self.index += 1
+
+
+@functools.cache
+def _grey_content_detector() -> type:
+    """PySceneDetect's luma-only ContentDetector, fed grey frames as they are.
+
+    Luma-only, it scores a frame by the mean absolute difference of the V channel of HSV from
+    the previous frame; V of a grey frame is its grey value, so the score is the mean absolute
+    difference of the grey frames: one OpenCV call instead of a colour conversion, a split and
+    three NumPy distances (0.02 against 0.09 ms a frame, on the import's decoding thread).
+    Thresholding, the flash filter and the minimum scene length stay PySceneDetect's; a test
+    checks the cuts equal those of the unmodified detector.
+    """
+    from scenedetect import ContentDetector
+
+    class GreyContentDetector(ContentDetector):
+        def __init__(self) -> None:
+            super().__init__(luma_only=True)
+            self._previous: np.ndarray | None = None
+
+        def _calculate_frame_score(self, timecode: object, frame_img: np.ndarray) -> float:
+            previous, self._previous = self._previous, frame_img
+            if previous is None:
+                return 0.0
+            return cv2.norm(frame_img, previous, cv2.NORM_L1) / frame_img.size
+
+    return GreyContentDetector
 
 
 def scene_ranges(frame_count: int, cuts: list[int], length: int | None) -> list[tuple[int, int]]:
