@@ -93,7 +93,7 @@ def spec() -> dict[str, Any]:
             "box": {"allOf": [_ref("Box")], "nullable": True},
             "event_ids": {"type": "array", "items": _INT},
             "undo_ids": {"type": "array", "items": _INT,
-                         "description": "The box events of this change; send them to /api/events/revert to undo it"},
+                         "description": "The box and \"no findings\" mark events of this change; send them to /api/events/revert to undo it"},
             "scene": {"allOf": [_ref("SceneSummary")], "nullable": True},
             "boxes": {"type": "array", "items": _ref("Box")},
             "reviewed_empty": {"type": "boolean"}}},
@@ -179,7 +179,7 @@ def spec() -> dict[str, Any]:
             {"200": change}, params=[_path_id("frame_id")], write=True,
             body={"type": "object", "required": ["empty"], "properties": {"empty": {"type": "boolean"}}})},
         "/api/events/revert": {"post": _op(
-            "Undo recorded box events (a redo reverts the revert); all or none", {"200": change},
+            "Undo recorded box and \"no findings\" mark events (a redo reverts the revert); all or none", {"200": change},
             write=True, body={"type": "object", "required": ["event_ids"], "properties": {
                 "event_ids": {"type": "array", "items": _INT, "minItems": 1}}})},
         "/api/model-feedback": {"get": _op(

@@ -283,6 +283,49 @@ def test_undo_and_redo_restore_recorded_states(app, seeded, login):
     assert [e.action for e in events(app, box_id=box_id)] == ["create", "update", "delete", "revert", "revert", "revert"]
 
 
+def test_undo_and_redo_of_no_findings_restore_the_mark_and_the_prelabels(app, seeded, login):
+    s = login("annotator")
+    f0, f1 = seeded.frame_ids[:2]
+
+    def state(fid):
+        data = s.get(f"/api/frames/{fid}/boxes").get_json()
+        return data["reviewed_empty"], sorted((b["id"], b["source"]) for b in data["boxes"])
+
+    prelabels = state(f0)
+    assert prelabels[0] is False and len(prelabels[1]) == 4
+    marked = s.json("POST", f"/api/frames/{f0}/no-findings", {"empty": True}).get_json()
+    assert state(f0) == (True, [])
+    undone = s.json("POST", "/api/events/revert", {"event_ids": marked["undo_ids"]})
+    assert undone.status_code == 200 and state(f0) == prelabels
+    row = s.get("/api/model-feedback").get_json()["versions"][0]
+    assert (row["rejected"], row["pending"]) == (0, 4)
+    redone = s.json("POST", "/api/events/revert", {"event_ids": undone.get_json()["undo_ids"]})
+    assert redone.status_code == 200 and state(f0) == (True, [])
+    s.json("POST", "/api/events/revert", {"event_ids": redone.get_json()["undo_ids"]})
+    assert state(f0) == prelabels
+
+    # A frame without boxes: marking and clearing are undone too, and undoing a box drawn on a
+    # marked frame marks it again.
+    marked = s.json("POST", f"/api/frames/{f1}/no-findings", {"empty": True}).get_json()
+    drawn = draw(s, f1).get_json()
+    assert state(f1)[0] is False
+    assert s.json("POST", "/api/events/revert", {"event_ids": drawn["undo_ids"]}).status_code == 200
+    assert state(f1) == (True, [])
+    cleared = s.json("POST", f"/api/frames/{f1}/no-findings", {"empty": False}).get_json()
+    s.json("POST", "/api/events/revert", {"event_ids": cleared["undo_ids"]})
+    assert state(f1) == (True, [])
+    assert [e.action for e in events(app, frame_id=f1, box_id=None)][-2:] == ["unmark_empty", "revert"]
+
+    # Undoing a mark that changed since, or marking again a frame that has boxes now: refused.
+    s.json("POST", f"/api/frames/{f1}/no-findings", {"empty": False})
+    draw(s, f1)
+    before = counts(app)
+    assert s.json("POST", "/api/events/revert", {"event_ids": marked["undo_ids"]}).status_code == 409
+    resp = s.json("POST", "/api/events/revert", {"event_ids": cleared["undo_ids"]})
+    assert resp.status_code == 409 and "has boxes now" in resp.get_json()["error"]
+    assert counts(app) == before
+
+
 def test_undo_of_a_box_someone_else_changed_is_refused(app, seeded, login):
     alice, admin = login("annotator"), login("admin")
     created = draw(alice, seeded.frame_ids[0]).get_json()

@@ -156,7 +156,18 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("e")
     settle(page)
-    assert page.context.request.get(f"{live.base_url}/api/frames/{seeded.frame_ids[2]}/boxes").json()["reviewed_empty"]
+    marked = lambda: page.context.request.get(  # noqa: E731
+        f"{live.base_url}/api/frames/{seeded.frame_ids[2]}/boxes").json()["reviewed_empty"]
+    assert marked() and page.is_visible("#empty-badge")
+    # Undo and redo take the mark back and set it again.
+    page.keyboard.press("Control+z")
+    settle(page)
+    page.wait_for_selector("#empty-badge", state="hidden")
+    assert not marked()
+    page.keyboard.press("Control+Shift+z")
+    settle(page)
+    page.wait_for_selector("#empty-badge", state="visible")
+    assert marked()
     page.click("#submit-scene")
     page.wait_for_function("window.sonolabel.scene.status === 'submitted'")
     drag(page, (20, 200), (60, 230))  # locked: nothing is drawn

@@ -10,8 +10,9 @@ Design choices:
   ``manual`` for drawn boxes, ``model``/``propagated`` when a pre-label is accepted, edited or
   rejected, ``undo`` for reverts, ``workflow`` for scene status changes.
 - Undo/redo is server-side: ``revert_events`` restores the ``before`` snapshot of recorded
-  events, only if the box is still as the event left it. Clients therefore cannot forge model
-  boxes, and a redo is simply the revert of a revert.
+  events (a box's, or a frame's "no findings" mark), only if the box or mark is still as the
+  event left it. Clients therefore cannot forge model boxes, and a redo is simply the revert of
+  a revert.
 - Model usefulness (accepted/rejected per model version) is derived from the before/after
   snapshots of events, so reverts of accepts and rejects cancel out without extra tables.
 - Editing a pre-label (move, resize, class) accepts it: it becomes a manual box and counts as
@@ -78,7 +79,7 @@ class Change:
     box_data: dict[str, Any] | None = None
     scene_data: dict[str, Any] | None = None
     event_ids: list[int] = field(default_factory=list)
-    # The box events of this change: what ``revert_events`` takes to undo it.
+    # The box and mark events of this change: what ``revert_events`` takes to undo it.
     undo_ids: list[int] = field(default_factory=list)
 
 
@@ -100,7 +101,7 @@ def _event(user: User | None, action: str, source: str, *, frame: Frame | None =
 def _commit(change: Change) -> Change:
     db.session.flush()
     change.event_ids = [e.id for e in change.events]
-    change.undo_ids = [e.id for e in change.events if e.box_id is not None]
+    change.undo_ids = [e.id for e in change.events if e.box_id is not None or _is_mark(e)]
     if change.box is not None:
         change.box_data = snapshot(change.box)
     if change.scene is not None:
@@ -203,6 +204,12 @@ def _frame(frame_id: int) -> Frame:
     if frame is None:
         raise LabelRefused(f"Frame {frame_id} does not exist.", status=404)
     return frame
+
+
+def _is_mark(ev: LabelEvent) -> bool:
+    """A change of a frame's "no findings" mark (set, cleared, or either reverted)."""
+    return ev.box_id is None and ev.frame_id is not None and isinstance(ev.after, dict) \
+        and "reviewed_empty" in ev.after
 
 
 def _unmark_empty(frame: Frame, user: User) -> list[LabelEvent]:
@@ -346,7 +353,7 @@ def set_no_findings(frame_id: int, payload: dict[str, Any], user: User) -> Chang
 
 @_atomic
 def revert_events(event_ids: Iterable[int], user: User) -> Change:
-    """Undo recorded box events (newest first), all or none; a redo reverts the revert."""
+    """Undo recorded box and mark events (newest first), all or none; a redo reverts the revert."""
     ids = list(event_ids)
     if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise LabelRefused("'event_ids' must be a non-empty list of event ids.")
@@ -355,9 +362,9 @@ def revert_events(event_ids: Iterable[int], user: User) -> Change:
     scene: Scene | None = None
     for event_id in sorted(ids, reverse=True):
         ev = db.session.get(LabelEvent, event_id)
-        if ev is None or ev.box_id is None:
-            raise LabelRefused(f"Event {event_id} is not a box change that can be undone.")
-        box, new_events = _revert_one(ev, user)
+        if ev is None or (ev.box_id is None and not _is_mark(ev)):
+            raise LabelRefused(f"Event {event_id} is not a box or mark change that can be undone.")
+        box, new_events = _revert_one(ev, user) if ev.box_id is not None else (None, _revert_mark(ev, user))
         events += new_events
         scene = db.session.get(Scene, ev.scene_id) if ev.scene_id else None
     return _commit(Change(box if len(ids) == 1 else None, events, scene))
@@ -399,6 +406,24 @@ def _revert_one(ev: LabelEvent, user: User) -> tuple[Box | None, list[LabelEvent
     events.append(_event(user, "revert", "undo", frame=frame, box_id=box.id, before=current,
                          after=snapshot(box)))
     return box, events
+
+
+def _revert_mark(ev: LabelEvent, user: User) -> list[LabelEvent]:
+    frame = _frame(ev.frame_id)
+    was, now = bool(ev.before["reviewed_empty"]), bool(ev.after["reviewed_empty"])
+    if frame.reviewed_empty != now:
+        raise Conflict(f"The \"no findings\" mark of frame {frame.frame_index} changed since; "
+                       "the change cannot be undone.")
+    db.session.flush()  # boxes a newer event of the same revert removed are gone from the count
+    if was and db.session.scalar(sa.select(sa.func.count()).select_from(Box)
+                                 .where(Box.frame_id == frame.id)):
+        raise Conflict(f"Frame {frame.frame_index} has boxes now; it cannot be marked as having "
+                       "no findings again.")
+    events = _editable(frame, user)
+    frame.reviewed_empty = was
+    events.append(_event(user, "revert", "undo", frame=frame, before={"reviewed_empty": now},
+                         after={"reviewed_empty": was}))
+    return events
 
 
 @_atomic

@@ -257,6 +257,7 @@
       const r = await api("POST", `/api/frames/${f.id}/no-findings`, { empty });
       f.reviewed_empty = r.reviewed_empty;
       if (empty) { S.boxes[f.id] = []; S.sel = null; }
+      remember(r.undo_ids, f.id, empty ? "no findings" : "clear no findings");
       sceneChanged(r.scene);
       refresh();
     });
