@@ -35,6 +35,7 @@ def worker_command(workers: int) -> None:
         fail("SONOLABEL_JOBS_IMMEDIATE is set: jobs run in the process that starts them, "
              "there is no queue to consume")
     load_kinds()
+    _wait_for_schema()
     failed = recover_stale()
     if failed:
         click.echo(f"marked {len(failed)} job(s) whose worker had stopped as failed: "
@@ -42,6 +43,35 @@ def worker_command(workers: int) -> None:
     db.session.remove()
     click.echo(f"worker consuming {huey.storage.__class__.__name__} queue {huey.name!r}")
     Consumer(huey, workers=workers, worker_type="thread").run()
+
+
+def _wait_for_schema(poll_s: float = 2.0) -> None:
+    """Block until the database is reachable and migrated: started beside the web service (as
+    in docker-compose.yml), the worker must not read the jobs table before ``db upgrade`` made it."""
+    import sqlalchemy as sa
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = current_app.extensions["migrate"].migrate.get_config()
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    said = ""
+    while True:
+        try:
+            with db.engine.connect() as conn:
+                tables = sa.inspect(conn)
+                if not tables.has_table("jobs"):
+                    why = "the database has no tables yet (run: sonolabel db upgrade)"
+                elif tables.has_table("alembic_version") and \
+                        set(MigrationContext.configure(conn).get_current_heads()) != heads:
+                    why = f"the database is not migrated to {', '.join(sorted(heads))} yet"
+                else:
+                    return
+        except sa.exc.OperationalError as exc:
+            why = f"the database is not reachable ({str(exc.orig).strip().splitlines()[0]})"
+        if why != said:
+            click.echo(f"worker waiting: {why}", err=True)
+            said = why
+        time.sleep(poll_s)
 
 
 @click.group("jobs", help="Start, list and cancel background jobs.")

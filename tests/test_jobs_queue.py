@@ -111,6 +111,34 @@ def test_sqlite_queue_retrain_evaluate_activate_prelabel(app, tmp_path):
         assert job_row.worker and not job_row.worker.endswith(f":{os.getpid()}")
 
 
+def test_a_worker_started_before_the_migration_waits_for_it(tmp_path):
+    env = {**os.environ, "SONOLABEL_DATABASE_URL": f"sqlite:///{tmp_path / 'late.sqlite'}",
+           "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SONOLABEL_SECRET_KEY": "test",
+           "SONOLABEL_INSTANCE_DIR": str(tmp_path / "instance"), "SONOLABEL_REDIS_URL": ""}
+    env.pop("SONOLABEL_JOBS_IMMEDIATE", None)
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([SONOLABEL, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while "worker waiting" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.3)
+        assert "the database has no tables yet" in log.read_text()
+        assert proc.poll() is None
+        upgrade = subprocess.run([SONOLABEL, "db", "upgrade"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert upgrade.returncode == 0, upgrade.stderr
+        deadline = time.time() + 60
+        while "worker consuming" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.3)
+        assert "worker consuming SqliteStorage" in log.read_text(), log.read_text()
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 @pytest.fixture
 def redis_app(app):
     url = os.environ.get("TEST_REDIS_URL")
