@@ -199,6 +199,15 @@ def scene_status(scene_id: int) -> Any:
     return _change(labels.change_status(scene_id, _payload(), current_user))
 
 
+@bp.post("/scenes/assign")
+@roles_required(Role.data_manager)
+def assign_scenes() -> Any:
+    data = _payload()
+    scenes = labels.assign_scenes(data.get("scene_ids"), data.get("assignee"), current_user)
+    names = _usernames()
+    return jsonify(scenes=[{"id": s.id, "assignee": names.get(s.assignee_id)} for s in scenes])
+
+
 def event_json(ev: LabelEvent, names: dict[int, str]) -> dict[str, Any]:
     return {"id": ev.id, "at": ev.at.isoformat(), "user": names.get(ev.user_id),
             "scene_id": ev.scene_id, "frame_id": ev.frame_id, "box_id": ev.box_id,

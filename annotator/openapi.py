@@ -178,6 +178,18 @@ def spec() -> dict[str, Any]:
             "Mark the frame reviewed-empty (its remaining pre-labels are rejected) or clear the mark",
             {"200": change}, params=[_path_id("frame_id")], write=True,
             body={"type": "object", "required": ["empty"], "properties": {"empty": {"type": "boolean"}}})},
+        "/api/scenes/assign": {"post": {**_op(
+            "Give scenes to an annotator, or to nobody; all or none",
+            {"200": {"description": "The scenes and their assignees", **_json({
+                "type": "object", "required": ["scenes"], "properties": {"scenes": {
+                    "type": "array", "items": {"type": "object", "required": ["id", "assignee"],
+                                               "properties": {"id": _INT, "assignee": {
+                                                   "type": "string", "nullable": True}}}}}})}},
+            body={"type": "object", "required": ["scene_ids", "assignee"], "properties": {
+                "scene_ids": {"type": "array", "items": _INT, "minItems": 1},
+                "assignee": {"type": "string", "nullable": True}}}),
+            "description": "Role data_manager or admin. Send the CSRF token in `X-CSRFToken`. "
+                           "Writes one label_event per scene whose assignee changes."}},
         "/api/events/revert": {"post": _op(
             "Undo recorded box and \"no findings\" mark events (a redo reverts the revert); all or none", {"200": change},
             write=True, body={"type": "object", "required": ["event_ids"], "properties": {

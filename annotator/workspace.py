@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from .api import event_json
 from .auth import ALL_ROLES, roles_required
 from .db import db
-from .models import Frame, LabelClass, Patient, Scene, SceneStatus, User, Video
+from .models import Frame, LabelClass, Patient, Role, Scene, SceneStatus, User, Video
 from .services import labels
 from .services.labels import LabelRefused
 
@@ -35,6 +36,8 @@ def _list(title: str, filters: dict[str, Any], queue: bool = False) -> Any:
         "videos": db.session.scalars(db.select(Video).order_by(Video.id)).all(),
         "patients": db.session.scalars(db.select(Patient.code).order_by(Patient.code)).all(),
         "users": db.session.scalars(db.select(User.username).order_by(User.username)).all(),
+        "assignable": [u.username for u in labels.assignable_users()]
+        if current_user.role in (Role.admin, Role.data_manager) else [],
     }
     return render_template("workspace/list.html", title=title, scenes=scenes, filters=filters,
                            queue=queue, feedback=labels.model_feedback(), **choices)
@@ -44,6 +47,30 @@ def _list(title: str, filters: dict[str, Any], queue: bool = False) -> Any:
 @roles_required(*ALL_ROLES)
 def scenes() -> Any:
     return _list("Scenes", _filters())
+
+
+@bp.post("/scenes/assign")
+@roles_required(Role.data_manager)
+def assign() -> Any:
+    form = request.form
+    back = url_for("workspace.scenes", **{k: v for k in ("status", "video_id", "patient", "assignee")
+                                           if (v := form.get(f"filter_{k}", "").strip())})
+    try:
+        ids = [int(i) for i in form.getlist("scene_id")]
+    except ValueError:
+        ids = []
+    if not ids:
+        flash("Tick the scenes to assign first.", "error")
+        return redirect(back)
+    who = form.get("to", "").strip()
+    try:
+        scenes = labels.assign_scenes(ids, who or None, current_user)
+    except LabelRefused as err:
+        flash(str(err), "error")
+        return redirect(back)
+    flash(f"{len(scenes)} scene{'' if len(scenes) == 1 else 's'} "
+          + (f"assigned to {who}." if who else "unassigned."))
+    return redirect(back)
 
 
 @bp.get("/review")

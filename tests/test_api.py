@@ -427,5 +427,10 @@ def test_openapi_documents_every_api_route_and_matches_real_answers(app, seeded,
     check("/api/boxes/{box_id}/accept", "post",
           s.json("POST", f"/api/boxes/{seeded.prelabel_ids[0]}/accept", {"row_version": 1}))
     check("/api/model-feedback", "get", s.get("/api/model-feedback"))
+    dm = login("data_manager")
+    check("/api/scenes/assign", "post",
+          dm.json("POST", "/api/scenes/assign", {"scene_ids": [sid], "assignee": "annotator"}))
+    check("/api/scenes/assign", "post",
+          dm.json("POST", "/api/scenes/assign", {"scene_ids": [sid], "assignee": "reviewer"}))
     check("/api/scenes/{scene_id}/status", "post",
           s.json("POST", f"/api/scenes/{sid}/status", {"status": "submitted"}))

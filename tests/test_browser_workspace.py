@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 
-def open_as(browser, app, role: str, path: str):
+def open_as(browser, app, role: str, path: str, ready: str = "#ws[data-ready='1']"):
     context = browser.new_context(viewport={"width": 1440, "height": 860})
     page = context.new_page()
     errors: list[str] = []
@@ -33,7 +33,7 @@ def open_as(browser, app, role: str, path: str):
     page.fill("input[name=username]", role)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("#ws[data-ready='1']")
+    page.wait_for_selector(ready)
     return page
 
 
@@ -220,3 +220,16 @@ def test_conflict_from_a_second_browser_reloads_the_frame(live, browser):
     drag(first, (180, 150), (170, 140))
     assert saved(first, live, f0)[box_id]["row_version"] == 3
     assert first.errors == [] and second.errors == []
+
+
+def test_data_manager_assigns_ticked_scenes(live, browser):
+    scenes = [seed_scene(live, patient=f"P00{i}").scene_id for i in range(3)]
+    page = open_as(browser, live, "data_manager", "/scenes", ready="#assign-form")
+    page.check("#tick-all")
+    page.uncheck(f"tr[data-scene='{scenes[1]}'] input[name=scene_id]")
+    page.select_option("#assign-form select[name=to]", "annotator")
+    page.click("#assign-form button[type=submit]")
+    page.wait_for_selector("text=2 scenes assigned to annotator.")
+    cells = {i: page.inner_text(f"tr[data-scene='{i}'] td:nth-child(7)") for i in scenes}
+    assert cells == {scenes[0]: "annotator", scenes[1]: "—", scenes[2]: "annotator"}
+    assert page.errors == []

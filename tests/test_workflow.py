@@ -6,7 +6,7 @@ import pytest
 from scene_seed import seed_scene
 
 from annotator.db import db
-from annotator.models import LabelEvent, SceneStatus
+from annotator.models import LabelEvent, Scene, SceneStatus
 
 
 def status(s, scene_id, to, comment=""):
@@ -116,3 +116,81 @@ def test_scene_list_filters_on_the_page(app, login):
     assert f'data-scene="{two.scene_id}"' in page and f'data-scene="{one.scene_id}"' not in page
     page = s.get(f"/scenes?video_id={one.video_id}&status=new").get_data(as_text=True)
     assert f'data-scene="{one.scene_id}"' in page and f'data-scene="{two.scene_id}"' not in page
+
+
+# ---------- assignment ----------
+
+def _assignees(app, *scene_ids: int) -> list[str | None]:
+    with app.app_context():
+        return [s.assignee.username if s.assignee else None
+                for s in (db.session.get(Scene, i) for i in scene_ids)]
+
+
+def test_data_manager_assigns_scenes_and_each_change_is_audited(app, login):
+    one, two = seed_scene(app, patient="P001"), seed_scene(app, patient="P002")
+    dm = login("data_manager")
+    resp = dm.json("POST", "/api/scenes/assign",
+                   {"scene_ids": [one.scene_id, two.scene_id], "assignee": "annotator"})
+    assert resp.status_code == 200
+    assert resp.get_json()["scenes"] == [{"id": one.scene_id, "assignee": "annotator"},
+                                         {"id": two.scene_id, "assignee": "annotator"}]
+    assert _assignees(app, one.scene_id, two.scene_id) == ["annotator", "annotator"]
+    # The assignee finds them under "My scenes"; a first edit keeps the assignment.
+    s = login("annotator")
+    mine = s.get("/scenes?assignee=annotator").get_data(as_text=True)
+    assert f'data-scene="{one.scene_id}"' in mine and f'data-scene="{two.scene_id}"' in mine
+    assert s.json("POST", f"/api/frames/{one.frame_ids[0]}/boxes",
+                  {"class_id": 1, "x": 1, "y": 1, "w": 9, "h": 9}).status_code == 201
+    # Taken back from one scene; assigning the same again writes nothing.
+    dm.json("POST", "/api/scenes/assign", {"scene_ids": [two.scene_id], "assignee": None})
+    dm.json("POST", "/api/scenes/assign", {"scene_ids": [one.scene_id], "assignee": "annotator"})
+    assert _assignees(app, one.scene_id, two.scene_id) == ["annotator", None]
+    with app.app_context():
+        assigns = db.session.scalars(db.select(LabelEvent).filter_by(action="assign")
+                                     .order_by(LabelEvent.id)).all()
+        assert [(e.scene_id, e.before, e.after) for e in assigns] == [
+            (one.scene_id, {"assignee": None}, {"assignee": "annotator"}),
+            (two.scene_id, {"assignee": None}, {"assignee": "annotator"}),
+            (two.scene_id, {"assignee": "annotator"}, {"assignee": None})]
+        assert {e.user.username for e in assigns} == {"data_manager"}
+    audit = dm.get(f"/scenes/{two.scene_id}/audit").get_data(as_text=True)
+    assert "assign" in audit
+
+
+@pytest.mark.parametrize("payload, code, message", [
+    ({"scene_ids": [1], "assignee": "reviewer"}, 400, "scenes go to annotators"),
+    ({"scene_ids": [1], "assignee": "nobody-here"}, 400, "no active user"),
+    ({"scene_ids": [1, 999], "assignee": "annotator"}, 404, "No scene 999"),
+    ({"scene_ids": [], "assignee": "annotator"}, 400, "non-empty list"),
+    ({"scene_ids": ["1"], "assignee": "annotator"}, 400, "non-empty list"),
+    ({"scene_ids": [1], "assignee": 7}, 400, "user name"),
+])
+def test_assignment_refusals_change_nothing(app, login, payload, code, message):
+    seeded = seed_scene(app)
+    assert seeded.scene_id == 1
+    dm = login("data_manager")
+    resp = dm.json("POST", "/api/scenes/assign", payload)
+    assert resp.status_code == code and message in resp.get_json()["error"], resp.get_json()
+    assert _assignees(app, 1) == [None]
+    with app.app_context():
+        assert not db.session.scalars(db.select(LabelEvent).filter_by(action="assign")).all()
+
+
+def test_assign_form_on_the_scene_list(app, login):
+    one, two = seed_scene(app, patient="P001"), seed_scene(app, patient="P002")
+    dm = login("data_manager")
+    page = dm.get("/scenes?patient=P002").get_data(as_text=True)
+    assert 'id="assign-form"' in page and "<option>annotator</option>" in page
+    assert "<option>reviewer</option>" not in page.split('id="assign-form"')[1].split("</form>")[0]
+    resp = dm.post("/scenes/assign", {"scene_id": [str(two.scene_id)], "to": "annotator",
+                                      "filter_patient": "P002"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/scenes?patient=P002")
+    assert "1 scene assigned to annotator." in dm.get(resp.headers["Location"]).get_data(as_text=True)
+    assert _assignees(app, one.scene_id, two.scene_id) == [None, "annotator"]
+    resp = dm.post("/scenes/assign", {"scene_id": [str(two.scene_id)], "to": ""}, follow_redirects=True)
+    assert "1 scene unassigned." in resp.get_data(as_text=True)
+    resp = dm.post("/scenes/assign", {"to": "annotator"}, follow_redirects=True)
+    assert "Tick the scenes to assign first." in resp.get_data(as_text=True)
+    assert _assignees(app, one.scene_id, two.scene_id) == [None, None]
+    # Other roles see no assignment form.
+    assert 'id="assign-form"' not in login("annotator").get("/scenes").get_data(as_text=True)

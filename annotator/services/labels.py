@@ -8,7 +8,7 @@ Design choices:
 - Every change appends one ``LabelEvent`` in the same transaction as the change, with full
   before/after snapshots of the box. ``source`` says where the changed label came from:
   ``manual`` for drawn boxes, ``model``/``propagated`` when a pre-label is accepted, edited or
-  rejected, ``undo`` for reverts, ``workflow`` for scene status changes.
+  rejected, ``undo`` for reverts, ``workflow`` for scene status changes and assignments.
 - Undo/redo is server-side: ``revert_events`` restores the ``before`` snapshot of recorded
   events (a box's, or a frame's "no findings" mark), only if the box or mark is still as the
   event left it. Clients therefore cannot forge model boxes, and a redo is simply the revert of
@@ -453,6 +453,56 @@ def change_status(scene_id: int, payload: dict[str, Any], user: User) -> Change:
         raise LabelRefused("The comment is too long (5000 characters at most).")
     event = _move_scene(scene, to, user, comment)
     return _commit(Change(None, [event], scene))
+
+
+ASSIGNABLE = (Role.annotator, Role.admin)  # the roles that edit boxes
+MAX_ASSIGN = 10_000
+
+
+def assignable_users() -> list[User]:
+    """Active annotators, then admins, by name."""
+    users = db.session.scalars(db.select(User).where(User.role.in_(ASSIGNABLE), User.active))
+    return sorted(users, key=lambda u: (u.role != Role.annotator, u.username))
+
+
+@_atomic
+def assign_scenes(scene_ids: Iterable[int], assignee: str | None, user: User) -> list[Scene]:
+    """Give scenes to an annotator (``assignee`` a user name) or to nobody (None); all or none.
+
+    Each scene whose assignee changes gets an ``assign`` event. The scene's status is kept: a
+    scene in progress goes on where its previous annotator left it.
+    """
+    ids = list(scene_ids) if isinstance(scene_ids, (list, tuple)) else None
+    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise LabelRefused("'scene_ids' must be a non-empty list of scene ids.")
+    if len(ids) > MAX_ASSIGN:
+        raise LabelRefused(f"At most {MAX_ASSIGN} scenes at a time.")
+    target: User | None = None
+    if assignee is not None:
+        if not isinstance(assignee, str):
+            raise LabelRefused("'assignee' must be a user name, or null to unassign.")
+        target = db.session.scalar(db.select(User).where(User.username == assignee))
+        if target is None or not target.active:
+            raise LabelRefused(f"There is no active user {assignee!r}.")
+        if target.role not in ASSIGNABLE:
+            raise LabelRefused(f"{assignee} is a {target.role.value.replace('_', ' ')}: scenes go "
+                               "to annotators (or admins), who draw the boxes.")
+    scenes = {s.id: s for s in db.session.scalars(db.select(Scene).where(Scene.id.in_(set(ids))))}
+    missing = sorted(set(ids) - set(scenes))
+    if missing:
+        raise LabelRefused(f"No scene {', '.join(map(str, missing[:20]))}.", status=404)
+    names = dict(db.session.execute(db.select(User.id, User.username)).all())
+    events = []
+    for scene in (scenes[i] for i in sorted(scenes)):
+        new_id = target.id if target is not None else None
+        if scene.assignee_id == new_id:
+            continue
+        events.append(_event(user, "assign", "workflow", scene_id=scene.id,
+                             before={"assignee": names.get(scene.assignee_id)},
+                             after={"assignee": target.username if target else None}))
+        scene.assignee_id = new_id
+    _commit(Change(None, events, None))
+    return [scenes[i] for i in sorted(scenes)]
 
 
 def model_feedback(scene_id: int | None = None) -> list[dict[str, Any]]:
