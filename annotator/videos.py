@@ -1,8 +1,12 @@
 """Pages for videos, scenes and frames, and the upload that imports a video."""
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from werkzeug.utils import secure_filename
 
 from .auth import ALL_ROLES, roles_required, wants_json
 from .db import db
-from .models import Frame, Role, Scene, Video
+from .models import Frame, Role, Scene, SceneStatus, Video
 
 bp = Blueprint("videos", __name__)
 
@@ -50,7 +54,8 @@ def detail(video_id: int) -> Any:
         .where(Frame.video_id == video_id, Frame.scene_id.is_not(None))
         .group_by(Frame.scene_id)
     ).all()
-    return render_template("videos/detail.html", video=video, thumbs=dict(first_frames))
+    return render_template("videos/detail.html", video=video, thumbs=dict(first_frames),
+                           **_label_form())
 
 
 @bp.post("/videos/<int:video_id>/scenes")
@@ -70,6 +75,100 @@ def create_scene(video_id: int) -> Any:
         abort(400, description=str(err))
     flash(f"Scene {scene.id} created from frames {first}–{last}.")
     return redirect(url_for("videos.detail", video_id=video.id))
+
+
+LABEL_FILE_MAX_MB = 64
+LABEL_FORMATS = {"coco": "COCO", "labelstudio": "Label Studio JSON"}
+
+
+def _label_form(choice: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the label-import form shows: its options and the user's last choice."""
+    from .services.label_import import MATCHES
+
+    return {"choice": choice or {"format": "coco", "match": "frame_index", "status": ""},
+            "formats": LABEL_FORMATS, "matches": MATCHES,
+            "statuses": [s.value for s in SceneStatus], "label_max_mb": LABEL_FILE_MAX_MB}
+
+
+CHECKED_LABELS_MAX_AGE_S = 24 * 3600
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+def _checked_path(video_id: int, token: str) -> Path:
+    """Where a checked label file waits for "Import these boxes" (the token is ours, hex only)."""
+    return Path(current_app.config["SONOLABEL_DATA_DIR"]) / "tmp" / f"labels-{video_id}-{token}.json"
+
+
+def _keep_checked(video_id: int, raw: bytes) -> str:
+    folder = _checked_path(video_id, "0" * 32).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - CHECKED_LABELS_MAX_AGE_S
+    for old in folder.glob("labels-*.json"):  # checked and never imported
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:
+            pass
+    token = secrets.token_hex(16)
+    _checked_path(video_id, token).write_bytes(raw)
+    return token
+
+
+@bp.post("/videos/<int:video_id>/labels")
+@roles_required(Role.data_manager)
+def import_labels(video_id: int) -> Any:
+    """Check (dry run) or import a COCO / Label Studio file of boxes for this video's frames.
+
+    A file that passed its check is kept for a day, so "Import these boxes" needs no second
+    upload; it is deleted once imported.
+    """
+    from .services.label_import import MATCHES, LabelImportRefused, import_coco
+    from .services.labelstudio import import_labelstudio
+
+    video = db.get_or_404(Video, video_id)
+    form = request.form
+    choice = {"format": form.get("format", "coco"), "match": form.get("match", "frame_index"),
+              "status": form.get("status", "")}
+    dry_run = form.get("action") != "import"
+
+    def answer(code: int, report: Any = None, problems: list[str] | None = None,
+               message: str = "", token: str = "") -> Any:
+        return render_template("videos/labels.html", video=video, report=report,
+                               problems=problems or [], message=message, token=token,
+                               **_label_form(choice)), code
+
+    if choice["format"] not in LABEL_FORMATS or choice["match"] not in MATCHES:
+        return answer(400, message="Choose a format (COCO or Label Studio) and a way to match frames.")
+    checked: Path | None = None
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        raw = upload.stream.read(LABEL_FILE_MAX_MB * 1024 * 1024 + 1)
+        if len(raw) > LABEL_FILE_MAX_MB * 1024 * 1024:
+            return answer(413, message=f"The label file is larger than {LABEL_FILE_MAX_MB} MB.")
+    elif _TOKEN.fullmatch(form.get("token", "")):
+        checked = _checked_path(video.id, form["token"])
+        try:
+            raw = checked.read_bytes()
+        except FileNotFoundError:
+            return answer(400, message="The checked file is gone (imported already, or older "
+                                       "than a day); choose it again.")
+    else:
+        return answer(400, message="Choose a JSON file of labels.")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        return answer(400, message=f"The file is not valid JSON ({err}); nothing was imported.")
+    run = import_coco if choice["format"] == "coco" else import_labelstudio
+    try:
+        report = run(data, video.id, match=choice["match"], status=choice["status"] or None,
+                     dry_run=dry_run, user=current_user)
+    except LabelImportRefused as err:
+        return answer(400, problems=err.problems, message=str(err))
+    if dry_run:
+        return answer(200, report=report, token=_keep_checked(video.id, raw))
+    if checked is not None:
+        checked.unlink(missing_ok=True)
+    return answer(200, report=report)
 
 
 @bp.get("/scenes/<int:scene_id>")
