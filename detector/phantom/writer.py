@@ -23,36 +23,73 @@ import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
 import cv2
+import numpy as np
 
 from .anatomy import CATEGORIES
 from .video import PhantomVideo
 
 GENERATOR = "sonolabel phantom"
-_CODEC: str | None = None
+_H264: bool | None = None
 
 
-def video_codec() -> str:
-    """'avc1' (H.264) when this OpenCV build can encode it, else 'mp4v' (MPEG-4 part 2)."""
-    global _CODEC
-    if _CODEC is None:
-        import tempfile
-        level = cv2.getLogLevel()
-        cv2.setLogLevel(0)  # a failed probe otherwise prints FFMPEG errors
+def video_codec(size: int = 512) -> str:
+    """'avc1' (H.264 from libx264 through PyAV, as scanners record) when this build has the
+    encoder and the size suits 4:2:0 chroma (even), else 'mp4v' (MPEG-4 part 2, OpenCV)."""
+    global _H264
+    if _H264 is None:
+        import av
+
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                w = cv2.VideoWriter(os.path.join(tmp, "probe.mp4"),
-                                    cv2.VideoWriter_fourcc(*"avc1"), 15, (64, 64), False)
-                ok = w.isOpened()
-                w.release()
-        finally:
-            cv2.setLogLevel(level)
-        _CODEC = "avc1" if ok else "mp4v"
-    return _CODEC
+            av.codec.Codec("libx264", "w")
+            _H264 = True
+        except av.codec.codec.UnknownCodecError:
+            _H264 = False
+    return "avc1" if _H264 and size % 2 == 0 else "mp4v"
+
+
+class _Mp4Writer:
+    """Grey frames into an MP4 file, in the codec :func:`video_codec` chose."""
+
+    def __init__(self, path: Path, codec: str, fps: float, size: int):
+        self.codec = codec
+        if codec == "avc1":
+            import av
+
+            self.container = av.open(str(path), "w")
+            self.stream = self.container.add_stream(
+                "libx264", rate=Fraction(fps).limit_denominator(1001),
+                # One thread: the same seed gives the same file on any machine.
+                options={"crf": "20", "preset": "superfast", "threads": "1"})
+            self.stream.width = self.stream.height = size
+            self.stream.pix_fmt = "yuv420p"
+        else:
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps,
+                                          (size, size), False)
+            if not self.writer.isOpened():
+                raise RuntimeError(f"OpenCV cannot write {codec} MP4 files here")
+
+    def write(self, grey: np.ndarray) -> None:
+        if self.codec == "avc1":
+            import av
+
+            for packet in self.stream.encode(av.VideoFrame.from_ndarray(grey, format="gray")):
+                self.container.mux(packet)
+        else:
+            self.writer.write(grey)
+
+    def close(self) -> None:
+        if self.codec == "avc1":
+            for packet in self.stream.encode():  # flush the frames the encoder still holds
+                self.container.mux(packet)
+            self.container.close()
+        else:
+            self.writer.release()
 
 
 def _render_video(job: dict, on_frame: Callable[[], None] | None = None) -> dict:
@@ -62,11 +99,7 @@ def _render_video(job: dict, on_frame: Callable[[], None] | None = None) -> dict
     vid = PhantomVideo.random(job["seed"], job["video_id"], job["frames"], job["size"],
                               job["probe"], job["fps"], job["min_box_mm"])
     (root / "images" / name).mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(root / "videos" / f"{name}.mp4"),
-                             cv2.VideoWriter_fourcc(*job["codec"]), job["fps"],
-                             (job["size"], job["size"]), False)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {job['codec']} MP4 files here")
+    writer = _Mp4Writer(root / "videos" / f"{name}.mp4", job["codec"], job["fps"], job["size"])
     frames = []
     try:
         for k, (image, boxes) in enumerate(vid.frames()):
@@ -78,7 +111,7 @@ def _render_video(job: dict, on_frame: Callable[[], None] | None = None) -> dict
             if on_frame:
                 on_frame()
     finally:
-        writer.release()
+        writer.close()
     return {"video_id": job["video_id"], "name": name, "frames": frames,
             "mm_per_px": vid.geom.mm_per_px}
 
@@ -128,7 +161,7 @@ def generate(out_dir: str | os.PathLike, videos: int = 1, frames: int = 30, size
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "videos").mkdir(parents=True)
-    codec = video_codec()
+    codec = video_codec(size)
     jobs = [{"root": str(tmp), "video_id": i, "seed": int(seed), "frames": int(frames),
              "size": int(size), "probe": probe, "fps": float(fps), "min_box_mm": float(min_box_mm),
              "codec": codec} for i in range(1, videos + 1)]
