@@ -114,6 +114,20 @@ def verify_cmd(version: str) -> None:
     click.echo(f"version {version}: files match the hash")
 
 
+@datasets_cli.command("delete")
+@click.argument("version")
+@with_appcontext
+def delete_cmd(version: str) -> None:
+    """Delete VERSION (rows, files, zip) unless a model, report or waiting job uses it."""
+    from .services.datasets import DatasetRefused, delete_version, get_version
+
+    try:
+        delete_version(get_version(version))
+    except DatasetRefused as err:
+        fail(str(err))
+    click.echo(f"version {version}: deleted")
+
+
 # --- export ----------------------------------------------------------------------------------
 
 @click.group("export", help="Write a dataset version as COCO or Label Studio files.")

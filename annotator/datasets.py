@@ -77,6 +77,25 @@ def detail(version_id: int) -> Any:
     return render_template("datasets/detail.html", version=version)
 
 
+@bp.post("/datasets/<int:version_id>/delete")
+@roles_required(*MANAGERS)
+def delete(version_id: int) -> Any:
+    from .services.datasets import DatasetRefused, delete_version
+
+    version = db.get_or_404(DatasetVersion, version_id)
+    name = version.name
+    if request.form.get("confirm", "").strip() != name:
+        flash(f"Type the version's name ({name}) to delete it.", "error")
+        return redirect(url_for("datasets.detail", version_id=version_id))
+    try:
+        delete_version(version)
+    except DatasetRefused as err:
+        flash(str(err), "error")
+        return redirect(url_for("datasets.detail", version_id=version_id))
+    flash(f"Dataset version {name} deleted.")
+    return redirect(url_for("datasets.index"))
+
+
 @bp.get("/datasets/<int:version_id>/download")
 @roles_required(*MANAGERS)
 def download(version_id: int) -> Any:

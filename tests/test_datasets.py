@@ -35,6 +35,7 @@ from annotator.services.datasets import (
     SplitSpec,
     assign_splits,
     check_leakage,
+    delete_version,
     version_dir,
 )
 
@@ -368,3 +369,68 @@ def test_only_data_managers_and_admins_reach_datasets(app, login):
     assert no_token.status_code == 400 and "CSRF" in no_token.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(DatasetVersion.id))) == 1
+
+
+# --- deletion ------------------------------------------------------------------------------------
+
+def test_deleting_a_version_removes_rows_files_and_zip_unless_it_is_in_use(app, login):
+    from annotator.models import DatasetScene, Job, JobStatus, ModelVersion
+
+    world(app, patients=3)
+    for name in ("keep", "drop"):
+        assert cli(app, "datasets", "create", name).exit_code == 0
+    dm = login("data_manager")
+    with app.app_context():
+        keep, drop = version_row(app, "keep").id, version_row(app, "drop").id
+        db.session.add(ModelVersion(name="m1", kind="single", dataset_version_id=keep, config={},
+                                    metrics={}, file_sha256="0" * 64))
+        db.session.add(Job(kind="evaluate", params={"dataset": "drop"}, status=JobStatus.queued))
+        db.session.commit()
+        keep_dir = version_dir(keep)
+    assert dm.get(f"/datasets/{drop}/download").status_code == 200  # builds the zip
+    drop_dir, drop_zip = keep_dir.parent / str(drop), keep_dir.parent / f"{drop}.zip"
+    assert drop_dir.is_dir() and drop_zip.is_file()
+
+    # Without the typed name nothing happens; in use by a model or a waiting job: kept.
+    resp = dm.post(f"/datasets/{drop}/delete", data={"confirm": "dro"}, follow_redirects=True)
+    assert "Type the version" in resp.get_data(as_text=True)
+    resp = dm.post(f"/datasets/{keep}/delete", data={"confirm": "keep"}, follow_redirects=True)
+    assert "is used by model version m1" in resp.get_data(as_text=True)
+    result = cli(app, "datasets", "delete", "drop")
+    assert result.exit_code == 2 and "is used by job" in result.output
+    with app.app_context():
+        db.session.execute(sa.update(Job).values(status=JobStatus.succeeded))
+        db.session.commit()
+
+    resp = dm.post(f"/datasets/{drop}/delete", data={"confirm": "drop"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/datasets")
+    assert "Dataset version drop deleted." in dm.get("/datasets").get_data(as_text=True)
+    assert not drop_dir.exists() and not drop_zip.exists() and keep_dir.is_dir()
+    assert not list(keep_dir.parent.glob(".deleting-*"))
+    with app.app_context():
+        assert [v.name for v in db.session.scalars(sa.select(DatasetVersion))] == ["keep"]
+        assert not db.session.scalars(sa.select(DatasetScene).filter_by(version_id=drop)).all()
+    assert dm.get(f"/datasets/{drop}").status_code == 404
+    # The name is free again; annotators cannot delete.
+    assert cli(app, "datasets", "create", "drop").exit_code == 0
+    assert login("annotator").post(f"/datasets/{keep}/delete", data={"confirm": "keep"}).status_code == 403
+
+
+def test_a_failed_delete_puts_the_files_back(app, monkeypatch):
+    world(app, patients=3)
+    assert cli(app, "datasets", "create", "v").exit_code == 0
+    with app.app_context():
+        version = version_row(app, "v")
+        folder = version_dir(version.id)
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+        def broken_commit():
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(db.session, "commit", broken_commit)
+        with pytest.raises(RuntimeError):
+            delete_version(version)
+        monkeypatch.undo()
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+        assert version_row(app, "v") is not None
+    assert cli(app, "datasets", "verify", "v").exit_code == 0

@@ -517,3 +517,39 @@ def ensure_zip(version: DatasetVersion) -> Path:
 def load_parts(version: DatasetVersion) -> dict[str, dict[str, Any]]:
     """Every part's frozen COCO document, after the hash check."""
     return {part: json.loads(path.read_text()) for part, path in split_files(version).items()}
+
+
+def delete_version(version: DatasetVersion) -> None:
+    """Delete a version that nothing was trained or evaluated on, nor waits to be: its rows,
+    files and zip. A version in use is refused (409), so a model keeps the data it came from.
+    """
+    from ..models import EvaluationReport, Job, JobStatus, ModelVersion
+
+    models = db.session.scalars(sa.select(ModelVersion.name).where(
+        ModelVersion.dataset_version_id == version.id)).all()
+    reports = db.session.scalar(sa.select(sa.func.count()).select_from(EvaluationReport).where(
+        EvaluationReport.dataset_version_id == version.id))
+    waiting = [job.id for job in db.session.scalars(sa.select(Job).where(
+        Job.status.in_([JobStatus.queued, JobStatus.running])))
+        if str((job.params or {}).get("dataset")) in (version.name, str(version.id))]
+    uses = ([f"model version{'s' if len(models) > 1 else ''} {', '.join(models)}"] if models else []) \
+        + ([f"{reports} evaluation report{'s' if reports > 1 else ''}"] if reports else []) \
+        + ([f"job{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))}"] if waiting else [])
+    if uses:
+        raise DatasetRefused(f"Dataset version {version.name!r} is used by {' and '.join(uses)}; "
+                             "it is kept.", status=409)
+    folder, zipped = version_dir(version.id), zip_path(version.id)
+    # Out of the way first, so a failed commit can put the files back as they were.
+    trash = folder.with_name(f".deleting-{version.id}-{uuid.uuid4().hex[:8]}")
+    if folder.exists():
+        os.replace(folder, trash)
+    try:
+        db.session.delete(version)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        if trash.exists():
+            os.replace(trash, folder)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+    zipped.unlink(missing_ok=True)
