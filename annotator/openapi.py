@@ -93,7 +93,8 @@ def spec() -> dict[str, Any]:
             "box": {"allOf": [_ref("Box")], "nullable": True},
             "event_ids": {"type": "array", "items": _INT},
             "undo_ids": {"type": "array", "items": _INT,
-                         "description": "The box and \"no findings\" mark events of this change; send them to /api/events/revert to undo it"},
+                         "description": "The box and \"no findings\" mark events of this change; "
+                                        "send them to /api/events/revert to undo it"},
             "scene": {"allOf": [_ref("SceneSummary")], "nullable": True},
             "boxes": {"type": "array", "items": _ref("Box")},
             "reviewed_empty": {"type": "boolean"}}},

@@ -364,7 +364,10 @@ def revert_events(event_ids: Iterable[int], user: User) -> Change:
         ev = db.session.get(LabelEvent, event_id)
         if ev is None or (ev.box_id is None and not _is_mark(ev)):
             raise LabelRefused(f"Event {event_id} is not a box or mark change that can be undone.")
-        box, new_events = _revert_one(ev, user) if ev.box_id is not None else (None, _revert_mark(ev, user))
+        if ev.box_id is not None:
+            box, new_events = _revert_one(ev, user)
+        else:
+            box, new_events = None, _revert_mark(ev, user)
         events += new_events
         scene = db.session.get(Scene, ev.scene_id) if ev.scene_id else None
     return _commit(Change(box if len(ids) == 1 else None, events, scene))
