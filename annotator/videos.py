@@ -94,14 +94,20 @@ CHECKED_LABELS_MAX_AGE_S = 24 * 3600
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
+def _tmp_dir() -> Path:
+    """Uploads in progress and checked label files, on the data directory's file system."""
+    folder = Path(current_app.config["SONOLABEL_DATA_DIR"]) / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _checked_path(video_id: int, token: str) -> Path:
     """Where a checked label file waits for "Import these boxes" (the token is ours, hex only)."""
-    return Path(current_app.config["SONOLABEL_DATA_DIR"]) / "tmp" / f"labels-{video_id}-{token}.json"
+    return _tmp_dir() / f"labels-{video_id}-{token}.json"
 
 
 def _keep_checked(video_id: int, raw: bytes) -> str:
-    folder = _checked_path(video_id, "0" * 32).parent
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _tmp_dir()
     cutoff = time.time() - CHECKED_LABELS_MAX_AGE_S
     for old in folder.glob("labels-*.json"):  # checked and never imported
         try:
@@ -209,10 +215,8 @@ def upload() -> Any:
     mode = request.form.get("scenes", "auto")
     if mode == "fixed":
         mode = f"fixed:{request.form.get('scene_length', '')}"
-    tmp_dir = Path(current_app.config["SONOLABEL_DATA_DIR"]) / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     # The user's file name is only shown, never used as a path.
-    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".upload")
+    fd, tmp_name = tempfile.mkstemp(dir=_tmp_dir(), suffix=".upload")
     try:
         with os.fdopen(fd, "wb") as out:
             upload.save(out)

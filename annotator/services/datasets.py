@@ -532,9 +532,16 @@ def delete_version(version: DatasetVersion) -> None:
     waiting = [job.id for job in db.session.scalars(sa.select(Job).where(
         Job.status.in_([JobStatus.queued, JobStatus.running])))
         if str((job.params or {}).get("dataset")) in (version.name, str(version.id))]
-    uses = ([f"model version{'s' if len(models) > 1 else ''} {', '.join(models)}"] if models else []) \
-        + ([f"{reports} evaluation report{'s' if reports > 1 else ''}"] if reports else []) \
-        + ([f"job{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))}"] if waiting else [])
+    def several(word: str, n: int) -> str:
+        return word if n == 1 else f"{word}s"
+
+    uses = []
+    if models:
+        uses.append(f"{several('model version', len(models))} {', '.join(models)}")
+    if reports:
+        uses.append(f"{reports} {several('evaluation report', reports)}")
+    if waiting:
+        uses.append(f"{several('job', len(waiting))} {', '.join(map(str, waiting))}")
     if uses:
         raise DatasetRefused(f"Dataset version {version.name!r} is used by {' and '.join(uses)}; "
                              "it is kept.", status=409)
