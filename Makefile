@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench clean
+.PHONY: demo test test-fast browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,13 @@ demo: $(STAMP)
 	$(BIN)/sonolabel demo
 	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:5000 'annotator:create_app()'
 
-## Run the test suite (SQLite; also PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set)
+## Run the whole test suite, every marker (SQLite; also PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set)
 test: $(STAMP) browser
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+## Run the tests that neither train, read ../shared/data, run long end to end nor drive Chromium
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
 
 # Playwright drives Debian's chromium; install it when missing (needs root or sudo).
 browser:

@@ -37,9 +37,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import datasets
 
     app.register_blueprint(datasets.bp)
-    from . import jobs_views
+    from . import job_pages, model_pages
 
-    app.register_blueprint(jobs_views.bp)
+    app.register_blueprint(job_pages.bp)
+    app.register_blueprint(model_pages.bp)
     errors.register(app)
 
     from .commands import register_commands

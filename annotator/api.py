@@ -1,11 +1,12 @@
 """The JSON API of the labelling workspace, under /api/.
 
-Views only parse the request, call ``services.labels`` and shape the answer; refusals come back
-as ``{"error": message}`` with the service's status code (400 bad input, 403 role, 404, 409
-stale version or locked scene). CSRF is enforced by Flask-WTF on every POST/PATCH/DELETE: the
-page sends the token from its ``csrf-token`` meta tag in the ``X-CSRFToken`` header. The
-OpenAPI document describing these routes is ``annotator/openapi.py``, served at
-``/api/openapi.json``; a test keeps it and the URL map in step.
+Views only parse the request, call the label services (``box_edits``, ``undo``, ``workflow``,
+``event_log``) and shape the answer; refusals are answered by ``errors.py`` as
+``{"error": message, ...detail}`` with the service's status code (400 bad input, 403 role,
+404, 409 stale version or locked scene). CSRF is enforced by Flask-WTF on every
+POST/PATCH/DELETE: the page sends the token from its ``csrf-token`` meta tag in the
+``X-CSRFToken`` header. The OpenAPI document describing these routes is ``annotator/openapi.py``,
+served at ``/api/openapi.json``; a test keeps it and the URL map in step.
 """
 from __future__ import annotations
 
@@ -17,16 +18,11 @@ from flask_login import current_user
 from .auth import ALL_ROLES, roles_required
 from .db import db
 from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
-from .services import labels
-from .services.labels import Change, LabelRefused
+from .services import box_edits, event_log, undo, workflow
+from .services.workflow import Change, LabelRefused
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 EDIT = (Role.annotator,)
-
-
-@bp.errorhandler(LabelRefused)
-def _refused(err: LabelRefused) -> Any:
-    return jsonify(error=str(err), **err.detail), err.status
 
 
 def _payload() -> dict[str, Any]:
@@ -47,15 +43,9 @@ def box_json(box: Box, names: dict[int, str] | None = None) -> dict[str, Any]:
     return data
 
 
-def scene_summary(scene: Scene, names: dict[int, str] | None = None) -> dict[str, Any]:
+def scene_json(scene: Scene, names: dict[int, str] | None = None) -> dict[str, Any]:
     names = names if names is not None else _usernames()
-    return {
-        "id": scene.id, "video_id": scene.video_id, "patient": scene.video.patient.code,
-        "first_frame": scene.first_frame, "last_frame": scene.last_frame,
-        "status": scene.status.value, "assignee": names.get(scene.assignee_id),
-        "review_comment": scene.review_comment or "",
-        "updated_at": scene.updated_at.isoformat() if scene.updated_at else None,
-    }
+    return {**workflow.scene_summary(scene, names), "patient": scene.video.patient.code}
 
 
 def _name(user_id: int | None) -> str | None:
@@ -66,25 +56,22 @@ def _name(user_id: int | None) -> str | None:
     return db.session.scalar(db.select(User.username).where(User.id == user_id))
 
 
-def _change(change: Change, status: int = 200) -> Any:
+def _change(change: Change) -> dict[str, Any]:
     """The answer to an edit, built from data taken before the commit (no further queries
     in the common case: the author and assignee are the user who saved)."""
     box = change.box_data
     if box is not None:
         box = {**box, "author": _name(box["author_id"])}
-    scene = change.scene_data
-    if scene is not None:
-        scene = {"id": scene["id"], "status": scene["status"], "assignee": _name(scene["assignee_id"]),
-                 "review_comment": scene["review_comment"]}
-    return jsonify(box=box, event_ids=change.event_ids, undo_ids=change.undo_ids, scene=scene), status
+    return {"box": box, "event_ids": change.event_ids, "undo_ids": change.undo_ids,
+            "scene": change.scene_data}
 
 
 def _permissions(scene: Scene) -> dict[str, bool]:
     role = current_user.role
     return {
-        "edit": role in labels.EDITOR_ROLES and scene.status in labels.EDITABLE,
-        "review": role in labels.REVIEWER_ROLES,
-        "submit": role in labels.EDITOR_ROLES,
+        "edit": role in workflow.EDITOR_ROLES and scene.status in workflow.EDITABLE,
+        "review": role in workflow.REVIEWER_ROLES,
+        "submit": role in workflow.EDITOR_ROLES,
     }
 
 
@@ -92,11 +79,11 @@ def _permissions(scene: Scene) -> dict[str, bool]:
 @roles_required(*ALL_ROLES)
 def scenes() -> Any:
     video_id = request.args.get("video_id", type=int)
-    found = labels.find_scenes(status=request.args.get("status", ""), video_id=video_id,
+    found = workflow.find_scenes(status=request.args.get("status", ""), video_id=video_id,
                                patient=request.args.get("patient", ""),
                                assignee=request.args.get("assignee", ""))
     names = _usernames()
-    return jsonify(scenes=[scene_summary(s, names) for s in found])
+    return jsonify(scenes=[scene_json(s, names) for s in found])
 
 
 @bp.get("/scenes/<int:scene_id>")
@@ -113,13 +100,13 @@ def scene(scene_id: int) -> Any:
         by_frame[str(box.frame_id)].append(box_json(box, names))
     classes = db.session.scalars(db.select(LabelClass).order_by(LabelClass.hotkey)).all()
     return jsonify(
-        scene={**scene_summary(scene, names), "fps": scene.video.fps},
+        scene={**scene_json(scene, names), "fps": scene.video.fps},
         classes=[{"id": c.id, "name": c.name, "color": c.color, "hotkey": c.hotkey} for c in classes],
         frames=[{"id": f.id, "index": f.frame_index, "timestamp_ms": f.timestamp_ms,
                  "width": f.width, "height": f.height, "reviewed_empty": f.reviewed_empty,
                  "image_url": url_for("videos.frame_image", frame_id=f.id)} for f in frames],
         boxes=by_frame,
-        review=labels.review_notes(scene.id),
+        review=event_log.review_notes(scene.id),
         permissions=_permissions(scene),
         user={"id": current_user.id, "username": current_user.username,
               "role": current_user.role.value},
@@ -138,72 +125,65 @@ def frame_boxes(frame_id: int) -> Any:
 @bp.post("/frames/<int:frame_id>/boxes")
 @roles_required(*EDIT)
 def create_box(frame_id: int) -> Any:
-    return _change(labels.create_box(frame_id, _payload(), current_user), 201)
+    return _change(box_edits.create_box(frame_id, _payload(), current_user)), 201
 
 
 @bp.patch("/boxes/<int:box_id>")
 @roles_required(*EDIT)
 def update_box(box_id: int) -> Any:
-    return _change(labels.update_box(box_id, _payload(), current_user))
+    return _change(box_edits.update_box(box_id, _payload(), current_user))
 
 
 @bp.delete("/boxes/<int:box_id>")
 @roles_required(*EDIT)
 def delete_box(box_id: int) -> Any:
-    return _change(labels.delete_box(box_id, _payload(), current_user))
+    return _change(box_edits.delete_box(box_id, _payload(), current_user))
 
 
 @bp.post("/boxes/<int:box_id>/accept")
 @roles_required(*EDIT)
 def accept_box(box_id: int) -> Any:
-    return _change(labels.accept_box(box_id, _payload(), current_user))
+    return _change(box_edits.accept_box(box_id, _payload(), current_user))
 
 
 @bp.post("/boxes/<int:box_id>/reject")
 @roles_required(*EDIT)
 def reject_box(box_id: int) -> Any:
-    return _change(labels.reject_box(box_id, _payload(), current_user))
+    return _change(box_edits.reject_box(box_id, _payload(), current_user))
 
 
 @bp.post("/frames/<int:frame_id>/accept-above")
 @roles_required(*EDIT)
 def accept_above(frame_id: int) -> Any:
-    change = labels.accept_above(frame_id, _payload(), current_user)
-    frame = db.session.get(Frame, frame_id)
+    answer = _change(box_edits.accept_above(frame_id, _payload(), current_user))
     names = _usernames()
-    body, status = _change(change)
-    data = body.get_json()
-    data["boxes"] = [box_json(b, names) for b in frame.boxes]
-    return jsonify(data), status
+    return {**answer, "boxes": [box_json(b, names) for b in db.session.get(Frame, frame_id).boxes]}
 
 
 @bp.post("/frames/<int:frame_id>/no-findings")
 @roles_required(*EDIT)
 def no_findings(frame_id: int) -> Any:
-    change = labels.set_no_findings(frame_id, _payload(), current_user)
-    body, status = _change(change)
-    data = body.get_json()
-    data["reviewed_empty"] = db.session.get(Frame, frame_id).reviewed_empty
-    return jsonify(data), status
+    answer = _change(box_edits.set_no_findings(frame_id, _payload(), current_user))
+    return {**answer, "reviewed_empty": db.session.get(Frame, frame_id).reviewed_empty}
 
 
 @bp.post("/events/revert")
 @roles_required(*EDIT)
 def revert() -> Any:
-    return _change(labels.revert_events(_payload().get("event_ids") or [], current_user))
+    return _change(undo.revert_events(_payload().get("event_ids") or [], current_user))
 
 
 @bp.post("/scenes/<int:scene_id>/status")
 @roles_required(Role.annotator, Role.reviewer)
 def scene_status(scene_id: int) -> Any:
-    return _change(labels.change_status(scene_id, _payload(), current_user))
+    return _change(workflow.change_status(scene_id, _payload(), current_user))
 
 
 @bp.post("/scenes/assign")
 @roles_required(Role.data_manager)
 def assign_scenes() -> Any:
     data = _payload()
-    scenes = labels.assign_scenes(data.get("scene_ids"), data.get("assignee"), current_user)
+    scenes = workflow.assign_scenes(data.get("scene_ids"), data.get("assignee"), current_user)
     names = _usernames()
     return jsonify(scenes=[{"id": s.id, "assignee": names.get(s.assignee_id)} for s in scenes])
 
@@ -219,14 +199,14 @@ def event_json(ev: LabelEvent, names: dict[int, str]) -> dict[str, Any]:
 def scene_events(scene_id: int) -> Any:
     db.get_or_404(Scene, scene_id)
     names = _usernames()
-    events = labels.scene_events(scene_id, request.args.get("frame_id", type=int))
+    events = event_log.scene_events(scene_id, request.args.get("frame_id", type=int))
     return jsonify(events=[event_json(e, names) for e in events])
 
 
 @bp.get("/model-feedback")
 @roles_required(*ALL_ROLES)
 def model_feedback() -> Any:
-    return jsonify(versions=labels.model_feedback(request.args.get("scene_id", type=int)))
+    return jsonify(versions=event_log.model_feedback(request.args.get("scene_id", type=int)))
 
 
 @bp.get("/openapi.json")

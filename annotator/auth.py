@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from functools import wraps
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
 from .db import db
+from .errors import wants_json
 from .models import Role, User
+from .safe_redirect import local_target
 
 bp = Blueprint("auth", __name__)
 ALL_ROLES = tuple(Role)
@@ -28,10 +29,6 @@ def _unauthorized() -> Any:
     if wants_json():
         return jsonify(error="login required"), 401
     return redirect(url_for("auth.login", next=request.full_path))
-
-
-def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -67,11 +64,7 @@ def login() -> Any:
             flash("Wrong user name or password.", "error")
             return render_template("login.html"), 401
         login_user(user)
-        target = request.args.get("next", "")
-        # Only local paths: an open redirect would let a link send a user elsewhere after log-in.
-        if not target.startswith("/") or urlparse(target).netloc or target.startswith("//"):
-            target = url_for("videos.index")
-        return redirect(target)
+        return redirect(local_target(request.args.get("next"), url_for("videos.index")))
     return render_template("login.html")
 
 

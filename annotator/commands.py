@@ -1,4 +1,4 @@
-"""The ``sonolabel`` command groups (users, videos, demo) registered on the Flask CLI."""
+"""Every ``sonolabel`` command group registered on the Flask CLI; ``users`` and ``demo`` live here."""
 from __future__ import annotations
 
 import secrets
@@ -8,29 +8,23 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
+from .cli_support import CommandGroup, fail
+from .dataset_cli import datasets_cli, export_cli, labels_cli
 from .db import db
+from .jobs_cli import register as register_jobs
 from .models import Role, User
+from .video_cli import videos_cli
 
 
 def register_commands(app: Flask) -> None:
-    from .video_cli import videos_cli
-
-    app.cli.add_command(users_cli)
-    app.cli.add_command(videos_cli)
-    app.cli.add_command(demo_command)
-    from .dataset_cli import datasets_cli, export_cli, labels_cli
-
-    for group in (datasets_cli, export_cli, labels_cli):
-        app.cli.add_command(group)
-    from .jobs_cli import register as register_jobs  # worker, jobs, models
-
-    register_jobs(app)
-
-
-def fail(message: str) -> None:
-    """Refuse with exit code 2 and one line on stderr."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    """Put every group on ``app.cli``, made a :class:`CommandGroup` so refusals exit 2."""
+    # Flask makes app.cli a plain AppGroup; Flask-Migrate has put its ``db`` group on it already.
+    cli = CommandGroup(app.cli.name)
+    cli.commands.update(app.cli.commands)
+    app.cli = cli
+    for command in (users_cli, videos_cli, demo_command, datasets_cli, export_cli, labels_cli):
+        cli.add_command(command)
+    register_jobs(app)  # worker, jobs, models
 
 
 @click.group("users", help="Manage users and their roles.")
@@ -66,14 +60,12 @@ DEMO_PATIENT = "DEMO-001"
 @click.option("--frames", default=60, show_default=True, help="Frames of the synthetic sweep.")
 @with_appcontext
 def demo_command(frames: int) -> None:
-    from pathlib import Path
-
-    from flask import current_app
     from flask_migrate import upgrade
 
     from detector.phantom import main as phantom_main
 
     from .models import Video
+    from .services.frames import data_dir
     from .services.video_import import import_video
 
     upgrade()
@@ -85,7 +77,7 @@ def demo_command(frames: int) -> None:
         db.session.commit()
         click.echo(f"admin user: admin  password: {password}  (shown once; keep it)")
     if db.session.scalar(db.select(db.func.count(Video.id))) == 0:
-        out = Path(current_app.config["SONOLABEL_DATA_DIR"]) / "demo"
+        out = data_dir() / "demo"
         if not any(out.rglob("*.mp4")):
             click.echo("generating a synthetic liver sweep ...")
             phantom_main(["--out", str(out), "--videos", "1", "--frames", str(frames),

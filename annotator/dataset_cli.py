@@ -1,7 +1,7 @@
 """``sonolabel datasets ...``, ``sonolabel export ...`` and ``sonolabel labels ...``.
 
-Refusals (bad names, leaks, malformed label files) print ``error: ...`` on stderr and exit 2;
-a label import with problems first lists each one on stdout.
+Refusals (bad names, leaks, malformed label files) print ``error: ...`` on stderr and exit 2
+(``cli_support``); a label import with problems first lists each one on stdout.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
-from .commands import fail
+from .cli_support import fail
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...]:
@@ -23,7 +23,6 @@ def _ints(text: str | None, what: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         fail(f"{what} must be comma-separated numbers, not {text!r}")
-        raise AssertionError  # unreachable: fail() exits
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -64,16 +63,14 @@ def datasets_cli() -> None:
 def create_cmd(name: str, split_by: str, ratios: str, seed: int, status: str, videos: str,
                patients: str, classes: str, as_json: bool) -> None:
     """Freeze the selected scenes as version NAME (immutable), split without leakage."""
-    from .services.datasets import DatasetRefused, Selection, SplitSpec, create_version, parse_ratios
+    from .services.dataset_create import create_version
+    from .services.dataset_split import Selection, SplitSpec, parse_ratios
 
     statuses = () if status.strip().lower() == "any" else _words(status)
     selection = Selection(statuses=statuses, video_ids=_ints(videos, "--video"),
                           patient_codes=_words(patients), class_names=_words(classes))
-    try:
-        spec = SplitSpec(by=split_by, ratios=parse_ratios(ratios), seed=seed)
-        version = create_version(name, selection, spec, progress=True)
-    except DatasetRefused as err:
-        fail(str(err))
+    spec = SplitSpec(by=split_by, ratios=parse_ratios(ratios), seed=seed)
+    version = create_version(name, selection, spec, progress=True)
     if as_json:
         click.echo(json.dumps({"version": version.name, "hash": version.content_hash,
                                "splits": version.summary}))
@@ -105,12 +102,9 @@ def list_cmd() -> None:
 @with_appcontext
 def verify_cmd(version: str) -> None:
     """Check that VERSION's files still match its hash."""
-    from .services.datasets import DatasetRefused, get_version, split_files
+    from .services.dataset_versions import get_version, split_files
 
-    try:
-        split_files(get_version(version))
-    except DatasetRefused as err:
-        fail(str(err))
+    split_files(get_version(version))
     click.echo(f"version {version}: files match the hash")
 
 
@@ -119,12 +113,9 @@ def verify_cmd(version: str) -> None:
 @with_appcontext
 def delete_cmd(version: str) -> None:
     """Delete VERSION (rows, files, zip) unless a model, report or waiting job uses it."""
-    from .services.datasets import DatasetRefused, delete_version, get_version
+    from .services.dataset_versions import delete_version, get_version
 
-    try:
-        delete_version(get_version(version))
-    except DatasetRefused as err:
-        fail(str(err))
+    delete_version(get_version(version))
     click.echo(f"version {version}: deleted")
 
 
@@ -142,12 +133,9 @@ def export_cli() -> None:
 @with_appcontext
 def export_coco_cmd(version: str, out: str) -> None:
     """Copy VERSION's frozen COCO parts and images to OUT."""
-    from .services.datasets import DatasetRefused, export_coco, get_version
+    from .services.dataset_versions import export_coco, get_version
 
-    try:
-        files = export_coco(get_version(version), Path(out), progress=True)
-    except DatasetRefused as err:
-        fail(str(err))
+    files = export_coco(get_version(version), Path(out), progress=True)
     for part, path in files.items():
         click.echo(f"{part}: {path}")
 
@@ -165,21 +153,17 @@ def export_coco_cmd(version: str, out: str) -> None:
 def export_labelstudio_cmd(version: str | None, scene_id: int | None, out: str, image_prefix: str,
                            push_url: str | None, token: str | None) -> None:
     """Write VERSION (or --scene) as Label Studio tasks plus the matching labeling config."""
-    from .services import ServiceError
-    from .services.datasets import get_version
+    from .services.dataset_versions import get_version
     from .services.labelstudio import labeling_config, push, scene_tasks, version_tasks
 
     if (version is None) == (scene_id is None):
         fail("name a VERSION or give --scene, not both")
-    try:
-        if version is not None:
-            tasks, title = version_tasks(get_version(version), image_prefix), f"SonoLabel {version}"
-        else:
-            tasks, title = scene_tasks(scene_id, image_prefix), f"SonoLabel scene {scene_id}"
-        config = labeling_config()
-        project_id = push(push_url, token or "", title, tasks, config) if push_url else None
-    except ServiceError as err:
-        fail(str(err))
+    if version is not None:
+        tasks, title = version_tasks(get_version(version), image_prefix), f"SonoLabel {version}"
+    else:
+        tasks, title = scene_tasks(scene_id, image_prefix), f"SonoLabel scene {scene_id}"
+    config = labeling_config()
+    project_id = push(push_url, token or "", title, tasks, config) if push_url else None
     path = Path(out)
     _write_atomic(path, json.dumps(tasks, indent=1))
     _write_atomic(path.with_name(path.name + ".xml"), config)
@@ -211,7 +195,8 @@ _STATUS = click.Choice(["new", "in_progress", "submitted", "reviewed", "returned
 
 def _run_import(kind: str, path: str, video: int, match: str, status: str | None, dry_run: bool,
                 as_json: bool) -> None:
-    from .services.label_import import LabelImportRefused, import_coco
+    from .services.coco_import import import_coco
+    from .services.label_import import LabelImportRefused
     from .services.labelstudio import import_labelstudio
 
     data = _read_json(path)

@@ -5,11 +5,12 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 
-from .auth import roles_required, wants_json
+from .auth import roles_required
 from .db import db
+from .errors import redirect_on_refusal, show_form_on_refusal, wants_json
 from .models import DatasetVersion, LabelClass, Patient, Role, Scene, SceneStatus, Video
 
 bp = Blueprint("datasets", __name__)
@@ -43,26 +44,22 @@ def new() -> Any:
 @bp.post("/datasets")
 @roles_required(*MANAGERS)
 def create() -> Any:
-    from .services.datasets import DatasetRefused, Selection, SplitSpec, create_version, parse_ratios
+    from .services.dataset_create import create_version
+    from .services.dataset_split import DatasetRefused, Selection, SplitSpec, parse_ratios
 
     form = request.form
+    show_form_on_refusal("datasets/new.html", lambda: {"form": form, **_form_context()})
     try:
-        try:
-            video_ids = tuple(int(v) for v in form.getlist("video"))
-            seed = int(form.get("seed", "0") or 0)
-        except ValueError:
-            raise DatasetRefused("Videos and the seed are whole numbers.")
-        ratios = parse_ratios(",".join(form.get(k, "") for k in ("train", "val", "test")))
-        selection = Selection(statuses=tuple(form.getlist("status")), video_ids=video_ids,
-                              patient_codes=tuple(form.getlist("patient")),
-                              class_names=tuple(form.getlist("class")))
-        spec = SplitSpec(by=form.get("split_by", "patient"), ratios=ratios, seed=seed)
-        version = create_version(form.get("name", "").strip(), selection, spec, user=current_user)
-    except DatasetRefused as err:
-        if wants_json():
-            return {"error": str(err)}, err.status
-        flash(str(err), "error")
-        return render_template("datasets/new.html", form=form, **_form_context()), err.status
+        video_ids = tuple(int(v) for v in form.getlist("video"))
+        seed = int(form.get("seed", "0") or 0)
+    except ValueError:
+        raise DatasetRefused("Videos and the seed are whole numbers.") from None
+    ratios = parse_ratios(",".join(form.get(k, "") for k in ("train", "val", "test")))
+    selection = Selection(statuses=tuple(form.getlist("status")), video_ids=video_ids,
+                          patient_codes=tuple(form.getlist("patient")),
+                          class_names=tuple(form.getlist("class")))
+    spec = SplitSpec(by=form.get("split_by", "patient"), ratios=ratios, seed=seed)
+    version = create_version(form.get("name", "").strip(), selection, spec, user=current_user)
     if wants_json():
         return {"version": version.name, "id": version.id, "hash": version.content_hash,
                 "splits": version.summary}, 201
@@ -80,18 +77,15 @@ def detail(version_id: int) -> Any:
 @bp.post("/datasets/<int:version_id>/delete")
 @roles_required(*MANAGERS)
 def delete(version_id: int) -> Any:
-    from .services.datasets import DatasetRefused, delete_version
+    from .services.dataset_split import DatasetRefused
+    from .services.dataset_versions import delete_version
 
     version = db.get_or_404(DatasetVersion, version_id)
     name = version.name
+    redirect_on_refusal(url_for("datasets.detail", version_id=version_id))
     if request.form.get("confirm", "").strip() != name:
-        flash(f"Type the version's name ({name}) to delete it.", "error")
-        return redirect(url_for("datasets.detail", version_id=version_id))
-    try:
-        delete_version(version)
-    except DatasetRefused as err:
-        flash(str(err), "error")
-        return redirect(url_for("datasets.detail", version_id=version_id))
+        raise DatasetRefused(f"Type the version's name ({name}) to delete it.")
+    delete_version(version)
     flash(f"Dataset version {name} deleted.")
     return redirect(url_for("datasets.index"))
 
@@ -99,13 +93,10 @@ def delete(version_id: int) -> Any:
 @bp.get("/datasets/<int:version_id>/download")
 @roles_required(*MANAGERS)
 def download(version_id: int) -> Any:
-    from .services.datasets import DatasetRefused, ensure_zip
+    from .services.dataset_versions import ensure_zip
 
     version = db.get_or_404(DatasetVersion, version_id)
-    try:
-        path = ensure_zip(version)
-    except DatasetRefused as err:
-        abort(err.status, description=str(err))
+    path = ensure_zip(version)
     return send_file(path, mimetype="application/zip", as_attachment=True,
                      download_name=f"{version.name}.zip", etag=version.content_hash)
 
@@ -113,14 +104,10 @@ def download(version_id: int) -> Any:
 @bp.get("/datasets/<int:version_id>/labelstudio.json")
 @roles_required(*MANAGERS)
 def labelstudio_tasks(version_id: int) -> Any:
-    from .services.datasets import DatasetRefused
     from .services.labelstudio import version_tasks
 
     version = db.get_or_404(DatasetVersion, version_id)
-    try:
-        tasks = version_tasks(version, request.args.get("image_prefix", ""))
-    except DatasetRefused as err:
-        abort(err.status, description=str(err))
+    tasks = version_tasks(version, request.args.get("image_prefix", ""))
     return Response(json.dumps(tasks), mimetype="application/json", headers={
         "Content-Disposition": f'attachment; filename="{version.name}.labelstudio.json"'})
 

@@ -11,13 +11,12 @@ import json
 import time
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from .commands import fail
+from .cli_support import fail
 from .db import db
-from .models import JobStatus
-from .services import ServiceError
+from .models import Job, JobStatus
 
 
 @click.command("worker", help="Run the job consumer (Huey) on this machine.")
@@ -26,15 +25,14 @@ from .services import ServiceError
 def worker_command(workers: int) -> None:
     from huey.consumer import Consumer
 
-    from .jobs import get_huey
-    from .services.jobs import load_kinds, recover_stale
+    from .services import job_kinds  # noqa: F401  (a kind that cannot load stops the worker now)
+    from .services.job_runner import job_huey, recover_stale
 
     app = current_app._get_current_object()
-    huey = get_huey(app)
+    huey = job_huey(app)
     if huey.immediate:
         fail("SONOLABEL_JOBS_IMMEDIATE is set: jobs run in the process that starts them, "
              "there is no queue to consume")
-    load_kinds()
     _wait_for_schema()
     failed = recover_stale()
     if failed:
@@ -79,16 +77,6 @@ def jobs_cli() -> None:
     pass
 
 
-def _kinds_help() -> str:
-    from .services.jobs import load_kinds
-
-    lines = []
-    for name, spec in sorted(load_kinds().items()):
-        params = ", ".join(f"{p}{'*' if s.required else ''}" for p, s in spec.params.items())
-        lines.append(f"{name}: {params}")
-    return "; ".join(lines)
-
-
 @jobs_cli.command("start", help="Start a job of KIND (retrain, evaluate, prelabel, propagate).")
 @click.argument("kind")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -97,12 +85,10 @@ def _kinds_help() -> str:
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
 @with_appcontext
 def start_command(kind: str, params: tuple[str, ...], wait: bool, timeout: float | None) -> None:
-    from .services.jobs import job_json, parse_pairs, start_job
+    from .services.job_runner import job_json, start_job
+    from .services.job_spec import parse_pairs
 
-    try:
-        job = start_job(kind, parse_pairs(params))
-    except ServiceError as err:
-        fail(str(err))
+    job = start_job(kind, parse_pairs(params))
     if wait:
         job = _wait(job.id, timeout)
     click.echo(json.dumps(job_json(job)))
@@ -110,11 +96,10 @@ def start_command(kind: str, params: tuple[str, ...], wait: bool, timeout: float
         raise SystemExit(1)
 
 
-def _wait(job_id: int, timeout: float | None):
+def _wait(job_id: int, timeout: float | None) -> Job:
     from tqdm import tqdm
 
-    from .models import Job
-    from .services.jobs import TERMINAL
+    from .services.job_spec import TERMINAL
 
     started = time.monotonic()
     bar = tqdm(total=100, unit="%", desc=f"job {job_id}", disable=None,
@@ -140,7 +125,7 @@ def _wait(job_id: int, timeout: float | None):
 @click.option("--limit", default=20, show_default=True)
 @with_appcontext
 def list_command(as_json: bool, limit: int) -> None:
-    from .services.jobs import job_json, list_jobs
+    from .services.job_runner import job_json, list_jobs
 
     jobs = list_jobs(limit)
     if as_json:
@@ -155,24 +140,18 @@ def list_command(as_json: bool, limit: int) -> None:
 @click.argument("job_id", type=int)
 @with_appcontext
 def show_command(job_id: int) -> None:
-    from .services.jobs import get_job, job_json
+    from .services.job_runner import get_job, job_json
 
-    try:
-        click.echo(json.dumps(job_json(get_job(job_id), full=True), indent=1))
-    except ServiceError as err:
-        fail(str(err))
+    click.echo(json.dumps(job_json(get_job(job_id), full=True), indent=1))
 
 
 @jobs_cli.command("cancel", help="Cancel a queued or running job.")
 @click.argument("job_id", type=int)
 @with_appcontext
 def cancel_command(job_id: int) -> None:
-    from .services.jobs import cancel_job, job_json
+    from .services.job_runner import cancel_job, job_json
 
-    try:
-        click.echo(json.dumps(job_json(cancel_job(job_id))))
-    except ServiceError as err:
-        fail(str(err))
+    click.echo(json.dumps(job_json(cancel_job(job_id))))
 
 
 @click.group("models", help="Model versions: list and activate.")
@@ -204,13 +183,10 @@ def models_list(as_json: bool) -> None:
 def models_activate(ref: str) -> None:
     from .services.models_registry import activate
 
-    try:
-        version = activate(ref)
-    except ServiceError as err:
-        fail(str(err))
+    version = activate(ref)
     click.echo(f"activated {version.name} (id {version.id})")
 
 
-def register(app) -> None:
+def register(app: Flask) -> None:
     for command in (worker_command, jobs_cli, models_cli):
         app.cli.add_command(command)

@@ -6,24 +6,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    Enum,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    event,
-)
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Enum, Float, ForeignKey, Integer,
+                        String, Text, UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import db
+from .services.frames import frame_relpath
 
 
 def utcnow() -> datetime:
@@ -171,8 +160,7 @@ class Frame(db.Model):
 
     @property
     def relpath(self) -> str:
-        """Where the PNG lies under the data directory (derived from the hash, never user text)."""
-        return f"frames/{self.sha256[:2]}/{self.sha256}.png"
+        return frame_relpath(self.sha256)
 
 
 class LabelClass(db.Model):

@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of /api/, written by hand as data.
 
 Hand-written rather than generated (apispec, flask-smorest): the API is small, its payloads are
-plain dicts validated in ``services.labels``, and generators would add marshmallow schemas that
+plain dicts validated in ``services.box_edits``, and generators would add marshmallow schemas that
 duplicate that validation. Drift is caught by tests instead: every /api/ rule of the URL map
 must appear here with its methods, and real responses are validated against these schemas.
 """

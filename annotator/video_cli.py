@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
-from .commands import fail
+from .cli_support import fail
 from .db import db
 from .models import Patient, Scene, Video
 
@@ -29,25 +29,18 @@ def import_command(path: Path, patient_code: str, scenes: str, as_json: bool) ->
     """Import PATH (MP4, AVI, MOV or DICOM): crop to the image, de-identify, store frames."""
     from tqdm import tqdm
 
-    from .services import ServiceError
     from .services.video_import import import_video
 
     if not path.is_file():
         fail(f"{path} does not exist or is not a file")
-    bar = tqdm(desc=f"importing {path.name}", unit="frame", leave=False, disable=None)
+    with tqdm(desc=f"importing {path.name}", unit="frame", leave=False, disable=None) as bar:
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
-    try:
         result = import_video(path, patient_code, scenes=scenes, progress=progress)
-    except ServiceError as exc:
-        bar.close()
-        fail(exc.message)
-        return
-    bar.close()
     if as_json:
         click.echo(json.dumps(result.as_json()))
     elif result.created:

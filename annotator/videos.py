@@ -25,9 +25,12 @@ from flask import (
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from .auth import ALL_ROLES, roles_required, wants_json
+from .auth import ALL_ROLES, roles_required
 from .db import db
+from .errors import render_on_refusal, show_form_on_refusal, wants_json
 from .models import Frame, Role, Scene, SceneStatus, Video
+from .services import ImportRefused
+from .services.frames import data_dir
 
 bp = Blueprint("videos", __name__)
 
@@ -61,18 +64,14 @@ def detail(video_id: int) -> Any:
 @bp.post("/videos/<int:video_id>/scenes")
 @roles_required(Role.data_manager)
 def create_scene(video_id: int) -> Any:
-    from .services import SceneRefused
-    from .services.scenes import cut_scene
+    from .services.scene_edit import cut_scene
 
     video = db.get_or_404(Video, video_id)
     try:
         first, last = int(request.form["first"]), int(request.form["last"])
     except (KeyError, ValueError):
         abort(400, description="In and out must be frame numbers.")
-    try:
-        scene = cut_scene(video, first, last)
-    except SceneRefused as err:
-        abort(400, description=str(err))
+    scene = cut_scene(video, first, last)
     flash(f"Scene {scene.id} created from frames {first}–{last}.")
     return redirect(url_for("videos.detail", video_id=video.id))
 
@@ -96,7 +95,7 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 
 def _tmp_dir() -> Path:
     """Uploads in progress and checked label files, on the data directory's file system."""
-    folder = Path(current_app.config["SONOLABEL_DATA_DIR"]) / "tmp"
+    folder = data_dir() / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -128,7 +127,8 @@ def import_labels(video_id: int) -> Any:
     A file that passed its check is kept for a day, so "Import these boxes" needs no second
     upload; it is deleted once imported.
     """
-    from .services.label_import import MATCHES, LabelImportRefused, import_coco
+    from .services.coco_import import import_coco
+    from .services.label_import import MATCHES, LabelImportRefused
     from .services.labelstudio import import_labelstudio
 
     video = db.get_or_404(Video, video_id)
@@ -137,44 +137,44 @@ def import_labels(video_id: int) -> Any:
               "status": form.get("status", "")}
     dry_run = form.get("action") != "import"
 
-    def answer(code: int, report: Any = None, problems: list[str] | None = None,
-               message: str = "", token: str = "") -> Any:
+    def page(report: Any = None, problems: list[str] | None = None, message: str = "",
+             token: str = "") -> str:
         return render_template("videos/labels.html", video=video, report=report,
                                problems=problems or [], message=message, token=token,
-                               **_label_form(choice)), code
+                               **_label_form(choice))
 
+    # A refusal is the same page, with the message and every problem in place of the report.
+    render_on_refusal(lambda err: page(
+        problems=err.problems if isinstance(err, LabelImportRefused) else None, message=err.message))
     if choice["format"] not in LABEL_FORMATS or choice["match"] not in MATCHES:
-        return answer(400, message="Choose a format (COCO or Label Studio) and a way to match frames.")
+        raise ImportRefused("Choose a format (COCO or Label Studio) and a way to match frames.")
     checked: Path | None = None
     upload = request.files.get("file")
     if upload is not None and upload.filename:
         raw = upload.stream.read(LABEL_FILE_MAX_MB * 1024 * 1024 + 1)
         if len(raw) > LABEL_FILE_MAX_MB * 1024 * 1024:
-            return answer(413, message=f"The label file is larger than {LABEL_FILE_MAX_MB} MB.")
+            raise ImportRefused(f"The label file is larger than {LABEL_FILE_MAX_MB} MB.", 413)
     elif _TOKEN.fullmatch(form.get("token", "")):
         checked = _checked_path(video.id, form["token"])
         try:
             raw = checked.read_bytes()
         except FileNotFoundError:
-            return answer(400, message="The checked file is gone (imported already, or older "
-                                       "than a day); choose it again.")
+            raise ImportRefused("The checked file is gone (imported already, or older than a "
+                                "day); choose it again.") from None
     else:
-        return answer(400, message="Choose a JSON file of labels.")
+        raise ImportRefused("Choose a JSON file of labels.")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        return answer(400, message=f"The file is not valid JSON ({err}); nothing was imported.")
+        raise ImportRefused(f"The file is not valid JSON ({err}); nothing was imported.") from err
     run = import_coco if choice["format"] == "coco" else import_labelstudio
-    try:
-        report = run(data, video.id, match=choice["match"], status=choice["status"] or None,
-                     dry_run=dry_run, user=current_user)
-    except LabelImportRefused as err:
-        return answer(400, problems=err.problems, message=str(err))
+    report = run(data, video.id, match=choice["match"], status=choice["status"] or None,
+                 dry_run=dry_run, user=current_user)
     if dry_run:
-        return answer(200, report=report, token=_keep_checked(video.id, raw))
+        return page(report=report, token=_keep_checked(video.id, raw))
     if checked is not None:
         checked.unlink(missing_ok=True)
-    return answer(200, report=report)
+    return page(report=report)
 
 
 @bp.get("/scenes/<int:scene_id>")
@@ -187,7 +187,7 @@ def scene(scene_id: int) -> Any:
 @roles_required(*ALL_ROLES)
 def frame_image(frame_id: int) -> Any:
     frame = db.get_or_404(Frame, frame_id)
-    path = Path(current_app.config["SONOLABEL_DATA_DIR"]) / frame.relpath
+    path = data_dir() / frame.relpath
     if not path.is_file():
         abort(404, description="The frame's image file is missing from the data directory.")
     # Content-addressed: the URL of a frame never changes content, so browsers may keep it.
@@ -200,7 +200,6 @@ def frame_image(frame_id: int) -> Any:
 @bp.route("/videos/upload", methods=["GET", "POST"])
 @roles_required(Role.data_manager)
 def upload() -> Any:
-    from .services import ImportRefused
     from .services.video_import import import_video
 
     context = {
@@ -209,9 +208,10 @@ def upload() -> Any:
     }
     if request.method == "GET":
         return render_template("videos/upload.html", **context)
+    show_form_on_refusal("videos/upload.html", lambda: context)
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        return _refuse(400, "Choose a file to import.", context)
+        raise ImportRefused("Choose a file to import.")
     mode = request.form.get("scenes", "auto")
     if mode == "fixed":
         mode = f"fixed:{request.form.get('scene_length', '')}"
@@ -222,8 +222,6 @@ def upload() -> Any:
             upload.save(out)
         result = import_video(Path(tmp_name), request.form.get("patient", ""), scenes=mode,
                               user=current_user, source_name=secure_filename(upload.filename) or "upload")
-    except ImportRefused as err:
-        return _refuse(err.status, str(err), context)
     finally:
         os.unlink(tmp_name)
     url = url_for("videos.detail", video_id=result.video.id)
@@ -234,10 +232,3 @@ def upload() -> Any:
                        roi=result.roi, created=result.created, url=url)
     flash(message)
     return redirect(url)
-
-
-def _refuse(status: int, message: str, context: dict[str, Any]) -> Any:
-    if wants_json():
-        return jsonify(error=message), status
-    flash(message, "error")
-    return render_template("videos/upload.html", **context), status

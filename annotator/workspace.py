@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .api import event_json
+from .api import box_json, event_json
 from .auth import ALL_ROLES, roles_required
 from .db import db
+from .errors import redirect_on_refusal
 from .models import Frame, LabelClass, Patient, Role, Scene, SceneStatus, User, Video
-from .services import labels
-from .services.labels import LabelRefused
+from .services import ServiceError
+from .services import event_log, workflow
 
 bp = Blueprint("workspace", __name__)
 
@@ -27,20 +28,17 @@ def _filters() -> dict[str, Any]:
 
 
 def _list(title: str, filters: dict[str, Any], queue: bool = False) -> Any:
-    try:
-        scenes = labels.find_scenes(**filters)
-    except LabelRefused as err:
-        return render_template("error.html", code=400, message=str(err)), 400
+    scenes = workflow.find_scenes(**filters)
     choices = {
         "statuses": [s.value for s in SceneStatus],
         "videos": db.session.scalars(db.select(Video).order_by(Video.id)).all(),
         "patients": db.session.scalars(db.select(Patient.code).order_by(Patient.code)).all(),
         "users": db.session.scalars(db.select(User.username).order_by(User.username)).all(),
-        "assignable": [u.username for u in labels.assignable_users()]
+        "assignable": [u.username for u in workflow.assignable_users()]
         if current_user.role in (Role.admin, Role.data_manager) else [],
     }
     return render_template("workspace/list.html", title=title, scenes=scenes, filters=filters,
-                           queue=queue, feedback=labels.model_feedback(), **choices)
+                           queue=queue, feedback=event_log.model_feedback(), **choices)
 
 
 @bp.get("/scenes")
@@ -53,21 +51,17 @@ def scenes() -> Any:
 @roles_required(Role.data_manager)
 def assign() -> Any:
     form = request.form
-    back = url_for("workspace.scenes", **{k: v for k in ("status", "video_id", "patient", "assignee")
-                                           if (v := form.get(f"filter_{k}", "").strip())})
+    back = redirect_on_refusal(url_for("workspace.scenes", **{
+        k: v for k in ("status", "video_id", "patient", "assignee")
+        if (v := form.get(f"filter_{k}", "").strip())}))
     try:
         ids = [int(i) for i in form.getlist("scene_id")]
     except ValueError:
         ids = []
     if not ids:
-        flash("Tick the scenes to assign first.", "error")
-        return redirect(back)
+        raise ServiceError("Tick the scenes to assign first.")
     who = form.get("to", "").strip()
-    try:
-        scenes = labels.assign_scenes(ids, who or None, current_user)
-    except LabelRefused as err:
-        flash(str(err), "error")
-        return redirect(back)
+    scenes = workflow.assign_scenes(ids, who or None, current_user)
     flash(f"{len(scenes)} scene{'' if len(scenes) == 1 else 's'} "
           + (f"assigned to {who}." if who else "unassigned."))
     return redirect(back)
@@ -92,14 +86,14 @@ def label(scene_id: int) -> Any:
 @roles_required(*ALL_ROLES)
 def scene_audit(scene_id: int) -> Any:
     scene = db.get_or_404(Scene, scene_id)
-    return _audit(scene, None, labels.scene_events(scene_id=scene.id))
+    return _audit(scene, None, event_log.scene_events(scene_id=scene.id))
 
 
 @bp.get("/frames/<int:frame_id>/audit")
 @roles_required(*ALL_ROLES)
 def frame_audit(frame_id: int) -> Any:
     frame = db.get_or_404(Frame, frame_id)
-    return _audit(frame.scene, frame, labels.scene_events(frame_id=frame.id))
+    return _audit(frame.scene, frame, event_log.scene_events(frame_id=frame.id))
 
 
 def _audit(scene: Scene | None, frame: Frame | None, events: list) -> Any:
@@ -111,3 +105,46 @@ def _audit(scene: Scene | None, frame: Frame | None, events: list) -> Any:
     classes = dict(db.session.execute(db.select(LabelClass.id, LabelClass.name)).all())
     return render_template("workspace/audit.html", scene=scene, frame=frame, frame_index=index,
                            classes=classes, events=[event_json(e, names) for e in events])
+
+
+@bp.post("/scenes/<int:scene_id>/propagate")
+@roles_required(Role.annotator)
+def propagate(scene_id: int) -> Any:
+    """Carry a frame's boxes to the next frame(s) (key P; ``frames``: how many on, default 1)."""
+    from .services.propagate import PropagationRefused, get_scene, propagate as run  # OpenCV: not at start-up
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise PropagationRefused("Send a JSON object with frame_id.")
+    scene = get_scene(scene_id)
+    try:
+        frame = db.session.get(Frame, int(str(body.get("frame_id"))))
+    except (TypeError, ValueError):
+        raise PropagationRefused("Say which frame (an id).") from None
+    if frame is None or frame.scene_id != scene.id:
+        raise PropagationRefused(f"Frame {body.get('frame_id')} is not in scene {scene.id}.", status=404)
+    steps = body.get("frames", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
+        raise PropagationRefused("'frames' is how many frames on: 1 to 50 (a whole scene: start a "
+                                 "propagate job).")
+    result = run(scene, frame, steps, current_user._get_current_object())
+    names = dict(db.session.execute(db.select(User.id, User.username)).all())
+    frames = [{"frame_id": frame_id,
+               "boxes": [box_json(b, names) for b in db.session.get(Frame, frame_id).boxes]}
+              for frame_id in result.created]
+    return jsonify(frames=frames, created=sum(len(v) for v in result.created.values()),
+                   replaced=result.replaced, event_ids=result.event_ids, undo_ids=result.undo_ids,
+                   scene=result.scene_data)
+
+
+@bp.get("/scenes/next")
+@roles_required(Role.annotator)
+def next_scene() -> Any:
+    """The "next scene" button: the open scene the model is least sure of."""
+    from .services.ranking import next_scene as pick  # OpenCV: not at start-up
+
+    scene = pick(current_user._get_current_object(), request.args.get("after", type=int))
+    if scene is None:
+        flash("No scene is waiting for you: every scene is labelled, submitted or taken.", "info")
+        return redirect(url_for("workspace.scenes"))
+    return redirect(url_for("workspace.label", scene_id=scene.id))

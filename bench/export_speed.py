@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from annotator.services.coco_export import build_coco, dump
-    from annotator.services.datasets import Selection, SplitSpec, plan_version
+    from annotator.services.dataset_split import Selection, SplitSpec, plan_version
 
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp}/bench.sqlite",

@@ -45,7 +45,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator.services.labels import greedy_match, iou  # noqa: E402
+from annotator.services.boxes import greedy_match, iou  # noqa: E402
 from annotator.services.propagate import DUPLICATE_IOU, propagate_boxes  # noqa: E402
 
 GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5

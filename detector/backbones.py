@@ -176,7 +176,7 @@ def _is_batch_norm(m: nn.Module) -> bool:
 def fuse_conv_bn(module: nn.Module) -> nn.Module:
     """Fold every batch norm that directly follows a convolution into that convolution, in
     place, for inference. The frozen norms of these bodies are elementwise passes over large
-    maps and took about half of EfficientNet-Lite0's time on the CPU. The result cannot be
+    maps, a large share of a small body's time on the CPU. The result cannot be
     trained or saved as a detector state; an activation attached to the norm is kept."""
     for parent in module.modules():
         names = list(parent._modules)

@@ -19,7 +19,6 @@ imported only when ``--run`` is given, so evaluating precomputed detections need
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from detector.cli import CliParser, fail, parse_or_code
 from detector.metrics import (Detections, GroundTruth, coco_metrics, coco_metrics_checked,
                               load_detections, load_gt, match_detections)
 from detector.sensitivity import (choose_threshold, fp_tracks_per_minute, scene_sensitivity)
@@ -103,22 +103,6 @@ def evaluate_detections(gt: GroundTruth | str | Path, detections: Detections | s
 
 # --------------------------------------------------------------------------- command lines
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one "error: ..." line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def _write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -149,7 +133,7 @@ def _run_model_info(run_dir: Path, name: str | None) -> dict[str, Any]:
     return info
 
 
-def _predict(run_dir: Path, coco: Path, images: Path, device: str | None, what: str) -> list[dict]:
+def _predict(run_dir: Path, coco: Path, images: Path, device: str, what: str) -> list[dict]:
     from tqdm import tqdm
 
     from detector.predict import predict_coco  # needs torch and a trained run
@@ -160,20 +144,17 @@ def _predict(run_dir: Path, coco: Path, images: Path, device: str | None, what: 
         bar.total = total
         bar.update(done - bar.n)
 
-    kwargs: dict[str, Any] = {"progress": progress}
-    if device is not None:
-        kwargs["device"] = device
     try:
-        return predict_coco(run_dir, coco, images, **kwargs)
+        return predict_coco(run_dir, coco, images, device=device, progress=progress)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ValueError(f"prediction with {run_dir} failed: {exc}") from None
     finally:
         bar.close()
 
 
-def _evaluate_parser() -> _Parser:
-    p = _Parser(prog="python -m detector evaluate",
-                description="COCO AP, per-scene sensitivity and false positives per minute as JSON.")
+def _evaluate_parser() -> CliParser:
+    p = CliParser(prog="python -m detector evaluate",
+                  description="COCO AP, per-scene sensitivity and false positives per minute as JSON.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", type=Path, help="training run directory (predicts with its model)")
     src.add_argument("--detections", type=Path, help="precomputed COCO results JSON")
@@ -181,7 +162,8 @@ def _evaluate_parser() -> _Parser:
     p.add_argument("--images", type=Path, help="image directory of --coco (with --run)")
     p.add_argument("--out", type=Path, required=True, help="report JSON to write")
     p.add_argument("--name", help="model name in the report (default: the run or file name)")
-    p.add_argument("--device", help="torch device for --run (default: the predictor's, cpu)")
+    p.add_argument("--device", default="auto",
+                   help="where --run's model predicts: auto (default), cpu, cuda or cuda:N")
     p.add_argument("--threshold", type=float, help="fixed score threshold for sensitivity")
     p.add_argument("--val-coco", type=Path, help="validation COCO JSON to choose the threshold on")
     p.add_argument("--val-detections", type=Path, help="detections on --val-coco")
@@ -200,30 +182,29 @@ def _evaluate_parser() -> _Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m detector evaluate ...``; returns 0, or 2 with one error line."""
-    try:
-        args = _evaluate_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except _UsageError as exc:
-        return _fail(str(exc))
+    args = parse_or_code(_evaluate_parser(), sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     if args.run is None and args.detections is None:
-        return _fail("give --run RUN_DIR (with --images) or --detections DETS.json")
+        return fail("give --run RUN_DIR (with --images) or --detections DETS.json")
     if args.run is not None and args.images is None:
-        return _fail("--run needs --images DIR")
+        return fail("--run needs --images DIR")
     if args.threshold is not None and args.val_coco is not None:
-        return _fail("give either --threshold or --val-coco, not both")
+        return fail("give either --threshold or --val-coco, not both")
     if args.val_coco is not None and args.val_detections is None and args.val_images is None:
-        return _fail("--val-coco needs --val-detections, or --val-images with --run")
+        return fail("--val-coco needs --val-detections, or --val-images with --run")
     if args.val_images is not None and args.run is None:
-        return _fail("--val-images needs --run (or give --val-detections)")
+        return fail("--val-images needs --run (or give --val-detections)")
     if (args.val_detections or args.val_images) and args.val_coco is None:
-        return _fail("--val-detections/--val-images need --val-coco")
+        return fail("--val-detections/--val-images need --val-coco")
     if args.fps is not None and not args.fps > 0:
-        return _fail("--fps must be > 0")
+        return fail("--fps must be > 0")
     if args.scene_frames < 1:
-        return _fail("--scene-frames must be >= 1")
+        return fail("--scene-frames must be >= 1")
     for flag in ("run", "images", "val_images"):
         path = getattr(args, flag)
         if path is not None and not path.is_dir():
-            return _fail(f"--{flag.replace('_', '-')} {path} is not a directory")
+            return fail(f"--{flag.replace('_', '-')} {path} is not a directory")
     try:
         gt = load_gt(args.coco)
         val = None
@@ -246,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["ground_truth"]["path"] = str(args.coco)
         _write_json_atomic(args.out, report)
     except (ValueError, OSError, ImportError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     overall = report["coco"]["overall"]
     fp = report["fp_per_minute"]["overall"]
     print(f"AP {_num(overall['AP'])}  AP50 {_num(overall['AP50'])}  AP75 {_num(overall['AP75'])}  "
@@ -274,19 +255,18 @@ def _read_report(path: Path) -> dict[str, Any]:
 
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``python -m detector compare A.json B.json [--json]``: the paired Table 2."""
-    p = _Parser(prog="python -m detector compare",
-                description="Paired per-scene comparison of two evaluation reports (B - A).")
+    p = CliParser(prog="python -m detector compare",
+                  description="Paired per-scene comparison of two evaluation reports (B - A).")
     p.add_argument("a", type=Path, help="report of model A")
     p.add_argument("b", type=Path, help="report of model B")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
-    try:
-        args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except _UsageError as exc:
-        return _fail(str(exc))
+    args = parse_or_code(p, sys.argv[1:] if argv is None else argv)
+    if isinstance(args, int):
+        return args
     if args.resamples < 1:
-        return _fail("--resamples must be >= 1")
+        return fail("--resamples must be >= 1")
     try:
         ra, rb = _read_report(args.a), _read_report(args.b)
         labels = ((ra.get("model") or {}).get("name") or args.a.stem,
@@ -297,8 +277,8 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, AttributeError, KeyError, TypeError) as exc:
         # a JSON file that is not a report fails somewhere inside; say which file pair
         if isinstance(exc, ValueError):
-            return _fail(str(exc))
-        return _fail(f"{args.a} and {args.b} are not evaluation reports ({type(exc).__name__}: {exc})")
+            return fail(str(exc))
+        return fail(f"{args.a} and {args.b} are not evaluation reports ({type(exc).__name__}: {exc})")
     if args.json:
         print(json.dumps(result, indent=1))
     else:

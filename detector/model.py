@@ -29,23 +29,18 @@ Where the paper (Karako et al., HBSN 2022) is vague and what was chosen:
 * Classes come from the data: label k is the k-th category of the training COCO file
   (tumour = 1, vessel = 2 by default); 0 is background.
 
-Speed (2-core CPU, 2 threads, 640x480 frames -> 512x384 input; ``bench/detector_speed.py``):
-torchvision's defaults are sized for 800 px COCO with 80 classes, and with them (256-channel
-FPN, 1000 test proposals, 1024-wide box head) this body ran at about 320 ms a frame, most of it
-in the box head (1000 RoIs x 12544 inputs x 1024). Chosen here, by torch profiler:
+Sized for speed on a CPU (chosen with the torch profiler; figures in the README's speed table
+and ``bench/detector_speed.py``). torchvision's defaults are sized for 800 px COCO with 80
+classes, and most of their time went to the box head (1000 RoIs x 12544 inputs x 1024).
+Chosen here:
 
 * 128-channel FPN on strides 8/16/32, plus a max-pooled stride-64 level for the RPN only;
 * 300 / 150 RPN proposals before / after NMS at test time (1000 / 500 in training),
   at most 100 detections;
 * a 512-wide two-layer box head on 7x7 RoIAlign of the 128-channel maps;
 * batch norm folded into the convolutions for inference
-  (:func:`detector.backbones.fuse_conv_bn`: 75 -> 65 ms a frame);
-* DIS flow at half the input size with the FAST preset (about 1 ms).
-
-A streaming two-frame step then takes (best of 30, milliseconds): body 38, FPN 4, embedding
-1.6, flow 1.3, warp and weighting 2.4, RPN 6.6, box head and post-processing 13: about 68 ms,
-of which 5 ms are the second frame's share (about 13 fps single, 12 fps two-frame, ratio
-about 1.07).
+  (:func:`detector.backbones.fuse_conv_bn`);
+* DIS flow at half the input size with the FAST preset.
 
 Input size is explicit (``min_size = max_size = size``): torchvision would otherwise upscale
 to 800 px.
@@ -179,8 +174,9 @@ class TwoFrameFasterRCNN(FasterRCNN):
         return self.transform(images)[0]
 
     def extract(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """FPN maps at strides 8/16/32 of a prepared batch tensor."""
-        return dict(self.backbone(batch))
+        """FPN maps at strides 8/16/32 of a prepared batch tensor, in float32 (under
+        autocast the body and FPN run in reduced precision, see :func:`full_precision`)."""
+        return {k: v.float() for k, v in self.backbone(batch).items()}
 
     def frame_state(self, features: dict[str, torch.Tensor]) -> FrameState:
         if self.aggregator is None:
@@ -223,8 +219,9 @@ class TwoFrameFasterRCNN(FasterRCNN):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, targets = self.transform(list(images), targets)
         if not self.temporal:
-            return self.detect(image_list, self.extract(image_list.tensors),
-                               original_sizes, targets)
+            feats = self.extract(image_list.tensors)
+            with full_precision(image_list.tensors):
+                return self.detect(image_list, feats, original_sizes, targets)
         if prev_images is None or flows is None:
             raise ValueError(f"{self.config.arch} needs prev_images and flows")
         if [tuple(p.shape[-2:]) for p in prev_images] != original_sizes:
@@ -232,16 +229,25 @@ class TwoFrameFasterRCNN(FasterRCNN):
         prev_list = self.prepare(list(prev_images))
         n = len(images)
         both = self.extract(torch.cat((image_list.tensors, prev_list.tensors)))
-        current = self.frame_state({k: v[:n] for k, v in both.items()})
-        previous = self.frame_state({k: v[n:] for k, v in both.items()})
-        feats = self.aggregate(current, previous, list(flows), image_list)
-        return self.detect(image_list, feats, original_sizes, targets)
+        with full_precision(image_list.tensors):
+            current = self.frame_state({k: v[:n] for k, v in both.items()})
+            previous = self.frame_state({k: v[n:] for k, v in both.items()})
+            feats = self.aggregate(current, previous, list(flows), image_list)
+            return self.detect(image_list, feats, original_sizes, targets)
 
     def fuse_for_inference(self) -> "TwoFrameFasterRCNN":
         """Fold the body's batch norms into its convolutions (eval only; see backbones)."""
         self.eval()
         fuse_conv_bn(self.backbone.body)
         return self
+
+
+def full_precision(like: torch.Tensor) -> torch.autocast:
+    """Autocast off on ``like``'s device: mixed precision training (:mod:`detector.devices`)
+    covers the backbone and FPN only. Box coordinates need float32 (in bfloat16, anchors and
+    proposals at 256-512 px fall on a 2 px grid) and so does the flow warp's sampling grid.
+    Without autocast this changes nothing."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 def build_model(config: ModelConfig, load_backbone_weights: bool = True) -> TwoFrameFasterRCNN:

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from detector.checkpoint import load_model
+from detector.cli import CliParser
 from detector.data import PairDataset, grey_to_tensor, load_coco
+from detector.devices import DEVICE_CHOICES, resolve_device
 from detector.flow import compute_flow, flow_tensor, to_grey
 from detector.model import TwoFrameFasterRCNN
 from detector.transforms import shrink
@@ -53,13 +55,13 @@ class Predictor:
     ``step(image)`` takes HxW grey or HxWx3 RGB uint8 and returns ``[{"box": [x, y, w, h],
     "label": int, "category": str, "score": float}]`` in the image's pixels."""
 
-    def __init__(self, run_dir_or_model_pt: str | Path, device: str = "cpu",
+    def __init__(self, run_dir_or_model_pt: str | Path, device: str | torch.device = "cpu",
                  score_threshold: float = 0.05, fuse: bool = True):
-        self.model, self.meta = load_model(run_dir_or_model_pt, device)
+        self.device = resolve_device(device)
+        self.model, self.meta = load_model(run_dir_or_model_pt, self.device)
         if fuse:
             self.model.fuse_for_inference()
         self.model.roi_heads.score_thresh = score_threshold
-        self.device = torch.device(device)
         self.names: list[str] = self.meta["class_names"]
         self.reset()
 
@@ -115,11 +117,11 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
 
 
 def predict_coco(run_dir: str | Path, coco_path: str | Path, images_dir: str | Path,
-                 score_threshold: float = 0.001, device: str = "cpu",
+                 score_threshold: float = 0.001, device: str | torch.device = "cpu",
                  progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """COCO detection results of the run's model over all images of ``coco_path``, each
     paired with its predecessor by the dataset's rules (itself at a video's start)."""
-    model, meta = load_model(run_dir, device)
+    model, meta = load_model(run_dir, resolve_device(device))
     model.fuse_for_inference()
     model.roi_heads.score_thresh = score_threshold
     dataset = PairDataset(load_coco(coco_path), images_dir, categories=meta["categories"],
@@ -156,16 +158,18 @@ def _frame_count(path: Path) -> int | None:
 def main(argv: list[str]) -> int:
     from tqdm import tqdm
 
-    from detector.train import CliParser
-
     parser = CliParser(prog="python -m detector predict",
                        description="Detections per frame as JSON lines; frames are taken as "
                                    "one video, in the order given.")
     parser.add_argument("--run", required=True, help="run directory or model.pt")
     parser.add_argument("inputs", nargs="+", metavar="FRAME_OR_VIDEO")
     parser.add_argument("--score-threshold", type=float, default=0.05)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help=DEVICE_CHOICES)
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     paths = [Path(p) for p in args.inputs]
     for p in paths:
         if not p.is_file():
@@ -174,7 +178,7 @@ def main(argv: list[str]) -> int:
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in paths) and not is_video:
         parser.error("give either one video or image frames")
     try:
-        predictor = Predictor(args.run, device=args.device,
+        predictor = Predictor(args.run, device=device,
                               score_threshold=args.score_threshold)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))

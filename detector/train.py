@@ -15,10 +15,23 @@
 ``train(config, progress)`` calls ``progress(percent)`` after every iteration (0-100); an
 exception raised by the callback (e.g. :class:`Cancelled`) stops training at once and
 propagates; the ``last.pt`` of the last finished epoch stays, so the run can be resumed.
+
+Devices (:mod:`detector.devices`): ``--device auto`` (the default) trains on a CUDA GPU when
+there is one, with mixed precision (``--precision``), else on the CPU in float32.
+``torchrun --nproc-per-node N -m detector train ...`` trains with DistributedDataParallel
+(gloo on the CPU, NCCL on GPUs, one GPU per process):
+
+* ``--batch`` is per process, so a step takes N x batch images; ``--epochs`` counts passes
+  over the whole training set, which a DistributedSampler shares out (an epoch has about 1/N
+  of the steps); ``--max-iters`` and ``iterations`` count optimiser steps, which all
+  processes take together; ``--lr`` is not scaled. The logged loss is the mean over the
+  processes.
+* Rank 0 alone validates, writes RUN_DIR (the same files as one process) and prints; the
+  others wait for it at the end of each epoch. Every process returns rank 0's summary;
+  ``metrics.json`` says ``processes`` and ``device``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -30,17 +43,21 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
+from detector.backbones import BACKBONES
 from detector.checkpoint import (atomic_save, load_matching, model_path, read_checkpoint,
                                  save_model)
+from detector.cli import CliParser, positive
 from detector.data import PairDataset, collate, load_coco, select_categories
+from detector.devices import (DEVICE_CHOICES, PRECISIONS, Distributed, autocast_dtype, join,
+                              leave, resolve_device)
 from detector.model import ARCHS, ModelConfig, build_model
-from detector.backbones import BACKBONES
 from detector.transforms import Augment
 
 
@@ -73,7 +90,8 @@ class TrainConfig:
     classes: list[str] | None = None
     augment: bool = True
     resume: bool = False
-    device: str = "cpu"
+    device: str = "auto"
+    precision: str = "auto"
 
 
 def _check(config: TrainConfig) -> None:
@@ -105,6 +123,9 @@ def _check(config: TrainConfig) -> None:
         raise FileNotFoundError(f"nothing to resume: {out / 'last.pt'} not found")
     if not config.resume and (out / "model.pt").exists():
         raise ValueError(f"{out} already holds a model.pt; use --resume or another --out")
+    place = Distributed.here()
+    autocast_dtype(resolve_device(config.device, place.local_rank if place.active else None),
+                   config.precision)
 
 
 def _schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -138,14 +159,15 @@ def coco_ap(coco: dict[str, Any], results: list[dict[str, Any]], cat_ids: list[i
     return dict(zip(("AP", "AP50", "AP75"), stats))
 
 
-def _logger(out: Path) -> logging.Logger:
+def _logger(out: Path, to_file: bool = True) -> logging.Logger:
+    """The run's ``train.log``; a logger that writes nothing when not ``to_file`` (the
+    processes other than rank 0)."""
     log = logging.getLogger(f"detector.train.{out.resolve()}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    _close(log)
+    handler = logging.FileHandler(out / "train.log", encoding="utf-8") if to_file else \
+        logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     return log
@@ -158,20 +180,46 @@ def _seed(seed: int) -> None:
 
 
 def train(config: TrainConfig, progress: Callable[[float], None] | None = None) -> dict:
-    """Train as configured; returns the summary also written to ``metrics.json``."""
+    """Train as configured; returns the summary also written to ``metrics.json``.
+
+    Under ``torchrun`` (or in a process group the caller started) this is one process of a
+    DistributedDataParallel run, and every process returns rank 0's summary. Each process
+    calls ``progress``; a callback that raises must do so in all of them, or the others wait
+    for the one that stopped until the group's timeout."""
+    _check(config)
+    place, device, started = join(config.device)
+    try:
+        return _train(config, progress, place, device)
+    finally:
+        if started:
+            leave()
+
+
+def _loader(dataset: PairDataset, config: TrainConfig, epoch: int,
+            sampler: DistributedSampler | None) -> DataLoader:
+    if sampler is None:
+        return DataLoader(dataset, batch_size=config.batch, shuffle=True, collate_fn=collate,
+                          num_workers=config.workers,
+                          generator=torch.Generator().manual_seed(config.seed + epoch))
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=config.batch, sampler=sampler, collate_fn=collate,
+                      num_workers=config.workers)
+
+
+def _train(config: TrainConfig, progress: Callable[[float], None] | None, place: Distributed,
+           device: torch.device) -> dict:
     from tqdm import tqdm
 
     from detector.predict import predict_dataset
 
-    _check(config)
     out = Path(config.out)
     resume_state = torch.load(out / "last.pt", map_location="cpu", weights_only=False) \
         if config.resume else None
     if resume_state is not None:
         saved = resume_state["train_config"]
-        # the run's own settings win, except how long to go on
+        # the run's own settings win, except how long to go on and where
         keep = {k: getattr(config, k) for k in ("epochs", "max_iters", "patience", "resume",
-                                               "device", "workers", "out")}
+                                               "device", "precision", "workers", "out")}
         config = TrainConfig(**{**saved, **keep})
     coco = load_coco(config.coco)
     categories = resume_state["categories"] if resume_state else \
@@ -194,9 +242,9 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
         raise ValueError(f"{config.coco} lists no images")
 
     out.mkdir(parents=True, exist_ok=True)
-    log = _logger(out)
+    log = _logger(out, to_file=place.main)
     _seed(config.seed)
-    device = torch.device(config.device)
+    amp_dtype = autocast_dtype(device, config.precision)
     model = build_model(model_config, load_backbone_weights=resume_state is None)
     if config.init and resume_state is None:
         init_cats = read_checkpoint(config.init)["categories"]
@@ -207,12 +255,14 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    per_epoch = math.ceil(len(train_set) / config.batch)
+    # an epoch is one pass over the training set, shared out among the processes
+    per_epoch = math.ceil(math.ceil(len(train_set) / place.world_size) / config.batch)
     total_iters = config.epochs * per_epoch
     if config.max_iters:
         total_iters = min(total_iters, config.max_iters)
     warmup = max(1, min(config.warmup_iters, total_iters // 5))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total_iters))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     history: list[dict[str, Any]] = []
     start_epoch, iteration, best, best_epoch, bad_epochs = 0, 0, -1.0, None, 0
@@ -220,13 +270,25 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
+        if resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
         start_epoch, iteration = resume_state["epoch"] + 1, resume_state["iteration"]
         best, best_epoch = resume_state["best"], resume_state["best_epoch"]
         bad_epochs, history = resume_state["bad_epochs"], resume_state["history"]
         log.info("resumed at epoch %d, iteration %d", start_epoch, iteration)
+    step_model: torch.nn.Module = model
+    sampler = None
+    if place.active:
+        step_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        sampler = DistributedSampler(train_set, num_replicas=place.world_size, rank=place.rank,
+                                     shuffle=True, seed=config.seed)
     log.info("train %s: %d images, %d val, categories %s, model %s",
              config.coco, len(train_set), len(val_set) if val_set else 0,
              [c["name"] for c in categories], model_config.to_dict())
+    log.info("device %s, %d process(es), %s", device, place.world_size,
+             f"autocast {amp_dtype}" if amp_dtype else "float32")
+    where = {"device": str(device), "processes": place.world_size}
 
     def report(done: float) -> None:
         if progress is not None:
@@ -234,19 +296,17 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
 
     stop_reason = "epochs"
     bar = tqdm(total=total_iters, initial=min(iteration, total_iters), unit="it",
-               file=sys.stderr, disable=None, desc=f"train {model_config.arch}")
+               file=sys.stderr, disable=None if place.main else True,
+               desc=f"train {model_config.arch}")
     try:
         for epoch in range(start_epoch, config.epochs):
             if iteration >= total_iters:
                 break
             started = time.time()
-            model.train()
+            step_model.train()
             train_set.epoch = epoch
-            loader = DataLoader(train_set, batch_size=config.batch, shuffle=True,
-                                collate_fn=collate, num_workers=config.workers,
-                                generator=torch.Generator().manual_seed(config.seed + epoch))
             losses: list[float] = []
-            for batch in loader:
+            for batch in _loader(train_set, config, epoch, sampler):
                 if iteration >= total_iters:
                     break
                 images = [b["image"].to(device) for b in batch]
@@ -255,53 +315,61 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
                 if temporal:
                     kwargs = {"prev_images": [b["prev_image"].to(device) for b in batch],
                               "flows": [b["flow"] for b in batch]}
-                loss_dict = model(images, targets, **kwargs)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss_dict = step_model(images, targets, **kwargs)
                 loss = sum(loss_dict.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at iteration "
+                seen = place.mean(loss.detach())  # every process stops together
+                if not torch.isfinite(seen):
+                    raise FloatingPointError(f"loss became {seen.item()} at iteration "
                                              f"{iteration}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 iteration += 1
-                losses.append(loss.item())
+                losses.append(seen.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch + 1)
                 report(iteration)
-            row: dict[str, Any] = {"epoch": epoch + 1, "iterations": iteration,
-                                   "loss": float(np.mean(losses)) if losses else None,
-                                   "lr": optimizer.param_groups[0]["lr"]}
-            improved = True
-            if val_set is not None:
-                # COCO AP counts low-scoring boxes too, as evaluation does
-                model.roi_heads.score_thresh = 0.001
-                try:
-                    results = predict_dataset(model, val_set, categories)
-                finally:
-                    model.roi_heads.score_thresh = 0.05
-                row.update(coco_ap(val_coco, results, [c["id"] for c in categories]))
-                improved = row["AP"] > best
-            row["seconds"] = round(time.time() - started, 1)
-            history.append(row)
-            if improved:
-                best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
-                save_model(out / "model.pt", model, categories,
-                           {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
-            else:
-                bad_epochs += 1
-            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch,
-                         "iteration": iteration, "best": best, "best_epoch": best_epoch,
-                         "bad_epochs": bad_epochs, "history": history,
-                         "categories": categories, "model_config": model_config.to_dict(),
-                         "train_config": asdict(config)}, out / "last.pt")
-            summary = _summary(config, model_config, categories, history, best_epoch,
-                               iteration, "running")
-            _write_json(out / "metrics.json", summary)
-            log.info("epoch %d: %s", epoch + 1, json.dumps(row))
-            if val_set is not None and bad_epochs >= config.patience:
+            stop = False
+            if place.main:  # the others wait at the share() below
+                row: dict[str, Any] = {"epoch": epoch + 1, "iterations": iteration,
+                                       "loss": float(np.mean(losses)) if losses else None,
+                                       "lr": optimizer.param_groups[0]["lr"]}
+                improved = True
+                if val_set is not None:
+                    # COCO AP counts low-scoring boxes too, as evaluation does
+                    model.roi_heads.score_thresh = 0.001
+                    try:
+                        results = predict_dataset(model, val_set, categories)
+                    finally:
+                        model.roi_heads.score_thresh = 0.05
+                    row.update(coco_ap(val_coco, results, [c["id"] for c in categories]))
+                    improved = row["AP"] > best
+                row["seconds"] = round(time.time() - started, 1)
+                history.append(row)
+                if improved:
+                    best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
+                    save_model(out / "model.pt", model, categories,
+                               {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
+                else:
+                    bad_epochs += 1
+                atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict(), "epoch": epoch,
+                             "iteration": iteration, "best": best, "best_epoch": best_epoch,
+                             "bad_epochs": bad_epochs, "history": history,
+                             "categories": categories, "model_config": model_config.to_dict(),
+                             "train_config": asdict(config)}, out / "last.pt")
+                summary = _summary(config, model_config, categories, history, best_epoch,
+                                   iteration, "running", where)
+                _write_json(out / "metrics.json", summary)
+                log.info("epoch %d: %s", epoch + 1, json.dumps(row))
+                stop = val_set is not None and bad_epochs >= config.patience
+            if place.share(stop):
                 stop_reason = "patience"
                 break
         if stop_reason != "patience" and iteration >= total_iters \
@@ -313,11 +381,14 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
         raise
     finally:
         bar.close()
-    summary = _summary(config, model_config, categories, history, best_epoch, iteration,
-                       stop_reason)
-    _write_json(out / "metrics.json", summary)
-    log.info("done (%s): best epoch %s", stop_reason, best_epoch)
+    summary = None
+    if place.main:
+        summary = _summary(config, model_config, categories, history, best_epoch, iteration,
+                           stop_reason, where)
+        _write_json(out / "metrics.json", summary)
+        log.info("done (%s): best epoch %s", stop_reason, best_epoch)
     _close(log)
+    summary = place.share(summary)  # the others wait until rank 0 has written the run
     report(total_iters)
     return summary
 
@@ -329,13 +400,13 @@ def _close(log: logging.Logger) -> None:
 
 
 def _summary(config: TrainConfig, model_config: ModelConfig, categories: list[dict],
-             history: list[dict], best_epoch: int | None, iteration: int, status: str
-             ) -> dict[str, Any]:
+             history: list[dict], best_epoch: int | None, iteration: int, status: str,
+             where: dict[str, Any]) -> dict[str, Any]:
     best_row = next((r for r in history if r["epoch"] == best_epoch), None)
     return {"status": status, "model": model_config.arch, "best_epoch": best_epoch,
             "best": best_row, "iterations": iteration, "epochs": history,
             "categories": categories, "model_path": str(Path(config.out) / "model.pt"),
-            "train_config": asdict(config)}
+            "train_config": asdict(config), **where}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -346,21 +417,6 @@ def _write_json(path: Path, data: Any) -> None:
 
 # -- command line -----------------------------------------------------------------------------
 
-class CliParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one ``error: ...`` line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str]) -> int:
     parser = CliParser(prog="python -m detector train",
                        description="Train a single-frame or two-frame detector on COCO data.")
@@ -370,23 +426,29 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--val-coco")
     parser.add_argument("--val-images", help="default: --images")
-    parser.add_argument("--epochs", type=_positive_int, default=20)
+    parser.add_argument("--epochs", type=positive(int), default=20,
+                        help="passes over the training set (under torchrun too)")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--batch", type=_positive_int, default=4)
-    parser.add_argument("--size", type=_positive_int, default=512,
+    parser.add_argument("--batch", type=positive(int), default=4,
+                        help="images per step and process")
+    parser.add_argument("--size", type=positive(int), default=512,
                         help="input size in pixels, a multiple of 32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="model.pt (or its run directory) whose matching weights "
                                        "start this model, e.g. a trained single-frame run")
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--backbone-weights", help="local ImageNet checkpoint of the backbone")
-    parser.add_argument("--max-iters", type=_positive_int)
-    parser.add_argument("--patience", type=_positive_int, default=5)
+    parser.add_argument("--max-iters", type=positive(int), help="optimiser steps at most")
+    parser.add_argument("--patience", type=positive(int), default=5)
     parser.add_argument("--classes", help="comma-separated category names (default: all)")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
-    parser.add_argument("--threads", type=_positive_int, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=positive(int), help="torch CPU threads")
+    parser.add_argument("--device", default="auto",
+                        help=f"{DEVICE_CHOICES}; auto (default) takes a CUDA GPU when present")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default): mixed precision on a GPU (bf16, else fp16 with "
+                             "loss scaling), fp32 on the CPU")
     parser.add_argument("--resume", action="store_true", help="go on from RUN_DIR/last.pt")
     args = parser.parse_args(argv)
     config = TrainConfig(
@@ -397,7 +459,7 @@ def main(argv: list[str]) -> int:
         max_iters=args.max_iters, patience=args.patience,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes
         else None, augment=not args.no_augment, resume=args.resume, workers=args.workers,
-        device=args.device)
+        device=args.device, precision=args.precision)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -415,6 +477,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as exc:
         # data problems found while building datasets (missing image files, bad ids)
         parser.error(str(exc))
-    print(json.dumps({k: summary[k] for k in ("status", "model", "best_epoch", "best",
-                                              "iterations", "model_path")}))
+    if Distributed.from_environment().main:
+        print(json.dumps({k: summary[k] for k in ("status", "model", "best_epoch", "best",
+                                                  "iterations", "model_path")}))
     return 0

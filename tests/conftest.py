@@ -1,30 +1,19 @@
 """Shared fixtures: an app on a fresh database (SQLite, and PostgreSQL when TEST_DATABASE_URL
-is set), users of every role, and a logged-in client."""
+is set), users of every role, and a logged-in client. Helper functions that tests import are
+in helpers.py; nothing imports from this file."""
 from __future__ import annotations
 
 import os
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
+from helpers import PASSWORD, make_live_app, populate, served
 
 from annotator import create_app
 from annotator.db import db
-from annotator.models import DEFAULT_CLASSES, LabelClass, Role, User
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PASSWORD = "correct horse battery"
-
-
-def shared_file(relpath: str) -> Path:
-    """A file from ../shared/data, or skip the test with the reason."""
-    path = SHARED_DATA / relpath
-    if not path.exists():
-        pytest.skip(f"real data {relpath} absent (../shared/data is not beside this checkout)")
-    return path
 
 
 def _database_urls() -> list[str]:
@@ -50,19 +39,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
-
-
-def populate(app) -> None:
-    """Tables, the label classes and a user of every role (named after the role)."""
-    with app.app_context():
-        db.create_all()
-        # The migration seeds the classes too; create_all() is the fast path for tests.
-        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
-        for role in Role:
-            user = User(username=role.value, role=role)
-            user.set_password(PASSWORD)
-            db.session.add(user)
-        db.session.commit()
 
 
 @pytest.fixture
@@ -127,35 +103,6 @@ def login(app):
 
 
 # --- a served app and a browser, for the end-to-end tests ------------------------------------
-
-def make_live_app(tmp_path: Path, **config):
-    """An app over a SQLite file with the classes and a user of every role."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'live.sqlite'}",
-                      "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "browser-test",
-                      **config})
-    populate(app)
-    return app
-
-
-@contextmanager
-def served(app) -> Iterator:
-    """Serve ``app`` from a thread on a free loopback port; sets ``app.base_url``."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    app.base_url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        yield app
-    finally:
-        server.shutdown()
-        thread.join(5)
-        with app.app_context():
-            db.engine.dispose()
-
 
 @pytest.fixture
 def live(tmp_path):

@@ -38,7 +38,8 @@ def objects(app):
         path = Path(app.config["SONOLABEL_DATA_DIR"]) / frames[0].relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
-        from annotator.services.datasets import Selection, SplitSpec, create_version
+        from annotator.services.dataset_create import create_version
+        from annotator.services.dataset_split import Selection, SplitSpec
 
         version = create_version("v1", Selection(statuses=()), SplitSpec(ratios=(1.0, 0.0, 0.0)))
         return {"version_id": version.id, "video_id": video.id, "scene_id": scene.id, "frame_id": frames[0].id, "box_id": box.id,

@@ -6,7 +6,7 @@ import copy
 
 import jsonschema
 import pytest
-from scene_seed import seed_scene
+from helpers import seed_scene
 
 from annotator.db import db
 from annotator.models import Box, LabelEvent, Role
@@ -143,8 +143,8 @@ def test_stale_row_version_gets_409_and_the_saved_box_is_unchanged(app, seeded, 
 def test_concurrent_commit_is_caught_by_the_version_column(app, seeded, login):
     """Two writers that both read version 1: the second UPDATE matches no row -> 409."""
     from annotator.models import User
-    from annotator.services import labels
-    from annotator.services.labels import Conflict
+    from annotator.services import box_edits
+    from annotator.services.workflow import Conflict
 
     s = login("annotator")
     box_id = draw(s, seeded.frame_ids[0]).get_json()["box"]["id"]
@@ -156,7 +156,7 @@ def test_concurrent_commit_is_caught_by_the_version_column(app, seeded, login):
         with db.engine.begin() as conn:
             conn.execute(db.update(Box).where(Box.id == box_id).values(x=1, row_version=2))
         with pytest.raises(Conflict):
-            labels.update_box(box_id, {"row_version": 1, "x": 99}, user)
+            box_edits.update_box(box_id, {"row_version": 1, "x": 99}, user)
     assert s.get(f"/api/frames/{seeded.frame_ids[0]}/boxes").get_json()["boxes"][-1]["x"] == 1
 
 

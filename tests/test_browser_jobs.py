@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, make_live_app, served
-from jobs_helpers import tiny_version
+from helpers import PASSWORD, make_live_app, served, tiny_version
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # it trains a model
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
 
@@ -21,11 +21,11 @@ pytestmark = [
 def consumer_app(tmp_path):
     from huey.consumer import Consumer
 
-    from annotator.jobs import get_huey
+    from annotator.services.job_runner import job_huey
 
     app = make_live_app(tmp_path)
     tiny_version(app)
-    consumer = Consumer(get_huey(app), workers=1, worker_type="thread", periodic=False)
+    consumer = Consumer(job_huey(app), workers=1, worker_type="thread", periodic=False)
     consumer._set_signal_handlers = lambda: None  # signal handlers belong to the main thread
     consumer.start()
     with served(app):

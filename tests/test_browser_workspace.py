@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from scene_seed import seed_scene
+from helpers import PASSWORD, seed_scene
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PASSWORD = "correct horse battery"
 
 pytestmark = [
     pytest.mark.browser,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import cli, frames_of, make_box, make_video, version_row, world
 
 from annotator.db import db
 from annotator.models import BoxSource, User
-from test_datasets import cli, frames_of, make_box, make_video, version_row, world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +145,7 @@ def test_zip_matches_the_exported_files(app, exported, login):
         assert zf.read(f"v1/{part}/annotations.json") == (exported["dir"] / part / "annotations.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_detector_trains_on_the_export(app, exported, tmp_path):
     pytest.importorskip("detector.train", reason="detector.train not available")
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

@@ -115,6 +115,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_web_and_worker_commands_start_migrate_and_pass_their_health_checks(
         compose, stack_env, tmp_path):
     env, database_url = stack_env

@@ -1,21 +1,19 @@
 """Dataset versions: selection, leak-free deterministic splits, immutability, CLI and pages.
 
-``make_video`` / ``make_box`` build rows directly and write tiny PNGs into the data directory;
-the COCO, label import and Label Studio tests use them too.
+``make_video`` / ``make_box`` (helpers.py) build rows directly and write tiny PNGs into the data
+directory.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import zipfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import sqlalchemy as sa
+from helpers import cli, frames_of, label_all, make_box, make_video, noise, version_row, world
 
 from annotator.db import db
 from annotator.models import (
@@ -23,104 +21,19 @@ from annotator.models import (
     DatasetVersion,
     Frame,
     LabelEvent,
-    Patient,
     Scene,
     SceneStatus,
     Video,
 )
 from annotator.services.coco_export import FrameRow, body_hash, split_hash
-from annotator.services.datasets import (
+from annotator.services.dataset_split import (
     DatasetRefused,
     SceneRow,
     SplitSpec,
     assign_splits,
     check_leakage,
-    delete_version,
-    version_dir,
 )
-
-_counter = iter(range(1, 10**9))
-
-
-def write_png(app, image: np.ndarray) -> tuple[str, int, int]:
-    """Store ``image`` as the frame store would; its SHA-256, width, height."""
-    png = cv2.imencode(".png", image)[1].tobytes()
-    sha = hashlib.sha256(png).hexdigest()
-    path = Path(app.config["SONOLABEL_DATA_DIR"]) / "frames" / sha[:2] / f"{sha}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-    return sha, image.shape[1], image.shape[0]
-
-
-def noise(width: int = 64, height: int = 48) -> np.ndarray:
-    return np.random.default_rng(next(_counter)).integers(0, 255, (height, width), dtype=np.uint8)
-
-
-def make_video(app, patient: str, scenes: list[str], frames_per_scene: int = 3,
-               width: int = 64, height: int = 48, images: list[np.ndarray] | None = None) -> int:
-    """A video of ``patient`` with one scene per status in ``scenes``; its id. Frame indices
-    run 0, 1, 2, ... over the scenes in order; every frame has distinct content unless
-    ``images`` gives them."""
-    patient_row = db.session.scalar(sa.select(Patient).filter_by(code=patient)) or Patient(code=patient)
-    n = next(_counter)
-    video = Video(patient=patient_row, source_sha256=f"{n:064d}", source_name=f"{patient}-{n}.mp4",
-                  container="mp4", codec="h264", fps=20.0, frame_count=len(scenes) * frames_per_scene,
-                  width=width, height=height, roi_x=0, roi_y=0, roi_w=width, roi_h=height)
-    db.session.add(video)
-    index = 0
-    for status in scenes:
-        scene = Scene(video=video, first_frame=index, last_frame=index + frames_per_scene - 1,
-                      status=SceneStatus(status))
-        db.session.add(scene)
-        for _ in range(frames_per_scene):
-            image = images[index] if images is not None else noise(width, height)
-            sha, w, h = write_png(app, image)
-            db.session.add(Frame(video=video, scene=scene, frame_index=index,
-                                 timestamp_ms=50.0 * index, sha256=sha, width=w, height=h))
-            index += 1
-    db.session.commit()
-    return video.id
-
-
-def frames_of(video_id: int) -> list[Frame]:
-    return list(db.session.scalars(sa.select(Frame).filter_by(video_id=video_id).order_by(Frame.frame_index)))
-
-
-def make_box(frame: Frame, class_id: int = 1, x: float = 4, y: float = 6, w: float = 10,
-             h: float = 8, **kw) -> Box:
-    box = Box(frame=frame, class_id=class_id, x=x, y=y, w=w, h=h, **kw)
-    db.session.add(box)
-    return box
-
-
-def label_all(video_id: int) -> None:
-    """One tumour box on every frame, and a vessel box on every other one."""
-    for f in frames_of(video_id):
-        make_box(f, 1, x=2 + f.frame_index, y=3, w=12, h=9)
-        if f.frame_index % 2:
-            make_box(f, 2, x=30, y=20, w=8, h=8)
-    db.session.commit()
-
-
-def world(app, patients: int = 4, statuses: tuple[str, ...] = ("reviewed", "reviewed", "new")
-          ) -> dict[str, list[int]]:
-    """``patients`` patients with one labelled video each; patient code -> [video id]."""
-    out: dict[str, list[int]] = {}
-    with app.app_context():
-        for p in range(patients):
-            code = f"P{p + 1:02d}"
-            vid = make_video(app, code, list(statuses))
-            label_all(vid)
-            out[code] = [vid]
-    return out
-
-
-def cli(app, *args: str):
-    return app.test_cli_runner().invoke(args=list(args))
-
-
-def version_row(app, name: str) -> DatasetVersion:
-    return db.session.scalar(sa.select(DatasetVersion).filter_by(name=name))
+from annotator.services.dataset_versions import delete_version, version_dir
 
 
 # --- CLI and the frozen files ------------------------------------------------------------------

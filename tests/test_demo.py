@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 
 SONOLABEL = str(Path(sys.executable).parent / "sonolabel")
 
@@ -18,6 +19,7 @@ def _demo(env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_demo_sets_up_an_instance_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONOLABEL_")}
     env["SONOLABEL_INSTANCE_DIR"] = str(tmp_path / "instance")

@@ -161,8 +161,9 @@ def test_coco_file_on_disk_round_trip(tmp_path: Path):
     assert len(ds) == 1 and ds[0]["target"]["boxes"].shape == (0, 4)
 
 
+@pytest.mark.slow
 def test_real_frames_pair_with_their_unlabelled_predecessor():
-    from conftest import shared_file
+    from helpers import shared_file
 
     ann = shared_file("rus-abdominal/annotations.json")
     ds = PairDataset(ann, ann.parent, size=256)

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from detector.evaluate import (choose_threshold, coco_metrics, compare_main, compare_reports,
                                evaluate_detections, fp_tracks_per_minute, main, scene_sensitivity)
 from detector.stats import bootstrap_ci, paired_stats
-from conftest import shared_file
+from helpers import shared_file
 
 CATS = [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]
 
@@ -544,6 +544,7 @@ def test_dispatch_through_python_m_detector(tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["threshold"]["method"] == "fixed"
 
 
+@pytest.mark.slow
 def test_real_video_frames_evaluate_by_video_scenes():
     ann = shared_file("rus-abdominal/annotations.json")
     gt = json.loads(ann.read_text())

@@ -19,38 +19,10 @@ from detector.data import PairDataset
 from detector.model import ModelConfig, build_model
 from detector.predict import Predictor, predict_coco
 from detector.train import Cancelled, TrainConfig, train
+from helpers import make_tiny_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = "128"
-
-
-def make_tiny_coco(root: Path, videos: int = 2, frames: int = 4, w: int = 96, h: int = 80,
-                   seed: int = 0) -> Path:
-    """Textured frames with one bright moving blob each; frames chained by video_id and
-    frame_index. Returns the COCO path; images are in ``root / "img"``."""
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    images, anns = [], []
-    for v in range(videos):
-        texture = cv2.GaussianBlur(rng.integers(0, 90, (h + 40, w + 40)).astype(np.uint8),
-                                   (0, 0), 1.5)
-        cx, cy = rng.uniform(25, w - 35), rng.uniform(25, h - 30)
-        for f in range(frames):
-            image = texture[2 * f:2 * f + h, 3 * f:3 * f + w].copy()
-            x, y = int(cx + 2 * f), int(cy + f)
-            cv2.circle(image, (x, y), 10, 230, -1)
-            name = f"v{v}_{f:03d}.png"
-            cv2.imwrite(str(root / "img" / name), image)
-            image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": name, "width": w, "height": h,
-                           "video_id": f"v{v}", "frame_index": f})
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
-                         "bbox": [x - 11, y - 11, 22, 22], "area": 484, "iscrowd": 0})
-    coco = {"info": {}, "images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]}
-    path = root / "ann.json"
-    path.write_text(json.dumps(coco))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +44,7 @@ def run_dir(tiny: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_train_cli_writes_model_metrics_and_log(run_dir: Path):
     assert {"model.pt", "metrics.json", "train.log", "last.pt"} <= {
         p.name for p in run_dir.iterdir()}
@@ -107,6 +80,7 @@ def _train_steps(model, images, targets, prevs, flows, steps: int) -> list[float
     return losses
 
 
+@pytest.mark.slow
 def test_a_few_iterations_reduce_the_loss(tiny: Path):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="two_frame", size=int(SIZE)))
@@ -143,6 +117,7 @@ def test_two_frame_starts_from_every_matching_single_weight(tmp_path: Path):
         assert torch.equal(two.state_dict()[key], value)
 
 
+@pytest.mark.slow
 def test_streaming_predictor_matches_batch_prediction(run_dir: Path, tiny: Path):
     coco = json.loads(tiny.read_text())
     batch = predict_coco(run_dir, tiny, tiny.parent / "img", score_threshold=0.05)
@@ -167,6 +142,7 @@ def test_streaming_predictor_matches_batch_prediction(run_dir: Path, tiny: Path)
     assert compared > 0
 
 
+@pytest.mark.slow
 def test_predictor_takes_rgb_and_first_frame_is_its_own_previous(run_dir: Path, tiny: Path):
     grey = cv2.imread(str(tiny.parent / "img" / "v0_002.png"), cv2.IMREAD_GRAYSCALE)
     predictor = Predictor(run_dir, score_threshold=0.0)
@@ -179,6 +155,7 @@ def test_predictor_takes_rgb_and_first_frame_is_its_own_previous(run_dir: Path, 
                                                                                "vessel")
 
 
+@pytest.mark.slow
 def test_predict_cli_prints_one_json_line_per_frame(run_dir: Path, tiny: Path, capsys):
     frames = [str(tiny.parent / "img" / f"v1_{f:03d}.png") for f in range(3)]
     assert predict_module.main(["--run", str(run_dir), *frames]) == 0
@@ -187,6 +164,7 @@ def test_predict_cli_prints_one_json_line_per_frame(run_dir: Path, tiny: Path, c
     assert all(isinstance(json.loads(line)["detections"], list) for line in lines)
 
 
+@pytest.mark.slow
 def test_predict_cli_reads_a_video(run_dir: Path, tiny: Path, tmp_path: Path, capsys):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 80))
@@ -198,6 +176,7 @@ def test_predict_cli_reads_a_video(run_dir: Path, tiny: Path, tmp_path: Path, ca
     assert [json.loads(line)["frame"] for line in lines] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_resume_goes_on_from_the_last_epoch(run_dir: Path, tiny: Path, tmp_path: Path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -211,6 +190,7 @@ def test_resume_goes_on_from_the_last_epoch(run_dir: Path, tiny: Path, tmp_path:
     assert after["train_config"]["size"] == int(SIZE)  # the run's own settings
 
 
+@pytest.mark.slow
 def test_progress_reports_and_cancels(tiny: Path, tmp_path: Path):
     seen: list[float] = []
     config = TrainConfig(coco=str(tiny), images=str(tiny.parent / "img"),
@@ -249,6 +229,7 @@ def test_train_bad_arguments_exit_2_with_one_line(extra, message, tiny: Path, tm
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_to_overwrite_a_run(run_dir: Path, tiny: Path, capsys):
     with pytest.raises(SystemExit) as exc:
         train_module.main(["--coco", str(tiny), "--images", str(tiny.parent / "img"),
@@ -268,6 +249,7 @@ def test_train_reports_missing_images_before_writing(tiny: Path, tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_predict_bad_arguments_exit_2(run_dir: Path, tmp_path: Path, capsys):
     for argv in (["--run", str(tmp_path), str(run_dir / "train.log")],
                  ["--run", str(run_dir), str(tmp_path / "none.png")]):
@@ -295,6 +277,7 @@ def test_first_frame_of_a_video_is_detected_as_by_the_single_frame_model(tiny: P
     assert torch.allclose(a["scores"], b["scores"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_frame_learns_on_a_tiny_phantom_sweep(tmp_path: Path):
     from detector.phantom import generate
 

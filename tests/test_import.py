@@ -9,49 +9,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_file
+from helpers import (
+    H,
+    SECTOR,
+    TEXT_ORG,
+    W,
+    data_files,
+    frames_of,
+    sector_mask,
+    shared_file,
+    synthetic_frames,
+    write_dicom,
+    write_video,
+)
 
 from annotator.db import db
 from annotator.models import Frame, Patient, Scene, Video
 from annotator.services.video_import import import_video
-
-W, H = 224, 176
-# The fan: apex above the top edge, so the sector is a trapezoid with an arc at the bottom.
-SECTOR = np.array([[92, 30], [132, 30], [196, 150], [112, 166], [28, 150]], np.int32)
-TEXT_ORG = (4, 14)  # burned-in "patient" text, top-left, outside the sector
-
-
-def sector_mask() -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
-    cv2.fillConvexPoly(mask, SECTOR, 255)
-    return mask
-
-
-def synthetic_frames(n: int, seed: int = 0, colour_blob: bool = False) -> list[np.ndarray]:
-    """Moving speckle inside a sector, static white text and a logo outside it (BGR)."""
-    rng = np.random.default_rng(seed)
-    mask = sector_mask()
-    frames = []
-    for i in range(n):
-        img = np.full((H, W, 3), 40, np.uint8)  # the scanner's grey interface
-        speckle = rng.integers(30, 220, (H, W), dtype=np.uint8)
-        speckle = cv2.GaussianBlur(speckle, (3, 3), 0)
-        img[mask > 0] = speckle[mask > 0, None]
-        if colour_blob:
-            cv2.circle(img, (112 + (i % 5), 100), 10, (0, 0, 230), -1)  # red "Doppler"
-        cv2.putText(img, "DOE^JANE 1951", TEXT_ORG, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-        cv2.rectangle(img, (190, 40), (214, 60), (255, 255, 255), -1)  # a static logo
-        frames.append(img)
-    return frames
-
-
-def write_video(path: Path, n: int = 30, fourcc: str = "MJPG", fps: float = 15.0, **kw) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
-    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
-    for frame in synthetic_frames(n, **kw):
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 def cv2_frame_count(path: Path) -> int:
@@ -70,15 +44,6 @@ def stored_image(app, frame: Frame, flags: int = cv2.IMREAD_UNCHANGED) -> np.nda
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     assert image is not None
     return image
-
-
-def data_files(app) -> list[Path]:
-    return sorted(p for p in Path(app.config["SONOLABEL_DATA_DIR"]).rglob("*") if p.is_file())
-
-
-def frames_of(video_id: int) -> list[Frame]:
-    return db.session.scalars(
-        db.select(Frame).where(Frame.video_id == video_id).order_by(Frame.frame_index)).all()
 
 
 @pytest.mark.parametrize("fourcc,suffix", [("MJPG", "avi"), ("mp4v", "mp4")])
@@ -239,6 +204,7 @@ def test_colour_frames_stay_colour(app, tmp_path):
         assert r > 150 and b < 80 and g < 80
 
 
+@pytest.mark.slow
 def test_real_cine_import(app):
     path = shared_file("cine/abdominal-sample2-19fps.mp4")
     with app.app_context():
@@ -269,6 +235,7 @@ def test_real_cine_import(app):
         assert image[h // 2 - 50:h // 2 + 50, w // 2 - 50:w // 2 + 50].mean() > 30
 
 
+@pytest.mark.slow
 def test_real_dicom_cine_import(app):
     import pydicom
 
@@ -291,42 +258,10 @@ def test_real_dicom_cine_import(app):
         assert np.array_equal(image[inner], original[5][y:y + h, x:x + w][inner])
 
 
-def _dicom(path: Path, frames: np.ndarray, photometric: str, **extra) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "DOE^JANE"
-    ds.Modality = "US"
-    ds.NumberOfFrames = len(frames)
-    ds.Rows, ds.Columns = frames.shape[1:3]
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PhotometricInterpretation = photometric
-    if frames.ndim == 4:
-        ds.SamplesPerPixel = 3
-        ds.PlanarConfiguration = 0
-    else:
-        ds.SamplesPerPixel = 1
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_monochrome2_and_monochrome1(app, tmp_path):
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in synthetic_frames(10)])
-    m2 = _dicom(tmp_path / "m2.dcm", grey, "MONOCHROME2", FrameTime="50")
-    m1 = _dicom(tmp_path / "m1.dcm", 255 - grey, "MONOCHROME1", CineRate=25)
+    m2 = write_dicom(tmp_path / "m2.dcm", grey, "MONOCHROME2", FrameTime="50")
+    m1 = write_dicom(tmp_path / "m1.dcm", 255 - grey, "MONOCHROME1", CineRate=25)
     with app.app_context():
         r2 = import_video(m2, "P-1", scenes="none")
         r1 = import_video(m1, "P-1", scenes="none")
@@ -350,7 +285,7 @@ def test_dicom_colour(app, tmp_path, photometric):
     rgb = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in synthetic_frames(8, colour_blob=True)])
     data = rgb if photometric == "RGB" else convert_color_space(rgb, "RGB", "YBR_FULL")
     vector = [0] + [40.0] * 7
-    path = _dicom(tmp_path / "c.dcm", data, photometric, FrameTimeVector=vector)
+    path = write_dicom(tmp_path / "c.dcm", data, photometric, FrameTimeVector=vector)
     with app.app_context():
         result = import_video(path, "P-1", scenes="none")
         assert result.frames == 8

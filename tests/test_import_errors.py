@@ -5,19 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import shared_file
-from test_import import _dicom, data_files, write_video
+from helpers import assert_nothing_left, data_files, shared_file, write_dicom, write_video
 
 from annotator.db import db
-from annotator.models import Frame, Patient, Scene, Video
+from annotator.models import Patient, Video
 from annotator.services import ImportRefused
 from annotator.services.video_import import import_video
-
-
-def assert_nothing_left(app) -> None:
-    for model in (Video, Frame, Scene, Patient):
-        assert db.session.scalar(db.select(db.func.count()).select_from(model)) == 0, model
-    assert data_files(app) == []
 
 
 def refuse(app, path: Path, code: str = "P-1", **kw) -> ImportRefused:
@@ -53,6 +46,7 @@ def test_truncated_mp4(app, tmp_path):
     assert err.status == 400 and "truncated" in str(err)
 
 
+@pytest.mark.slow
 def test_truncated_real_cine(app, tmp_path):
     data = shared_file("cine/abdominal-sample2-19fps.mp4").read_bytes()
     path = tmp_path / "cut.mp4"
@@ -74,7 +68,7 @@ def test_unsupported_codec(app, tmp_path):
 def test_dicom_without_pixel_data(app, tmp_path):
     import numpy as np
 
-    path = _dicom(tmp_path / "nopix.dcm", np.zeros((2, 8, 8), np.uint8), "MONOCHROME2")
+    path = write_dicom(tmp_path / "nopix.dcm", np.zeros((2, 8, 8), np.uint8), "MONOCHROME2")
     import pydicom
 
     ds = pydicom.dcmread(path)

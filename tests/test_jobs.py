@@ -14,12 +14,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from jobs_helpers import tiny_version, untrained_model
+from helpers import tiny_version, untrained_model
 
 from annotator.db import db
 from annotator.models import EvaluationReport, Job, JobStatus, ModelVersion, utcnow
 from annotator.services import ServiceError
-from annotator.services.jobs import JobCancelled, JobContext, recover_stale, run_job, start_job
+from annotator.services.job_runner import recover_stale, run_job, start_job
+from annotator.services.job_spec import JobCancelled, JobContext
 
 
 @pytest.fixture
@@ -32,6 +33,7 @@ def models_dir(app) -> Path:
     return Path(app.config["SONOLABEL_DATA_DIR"]) / "models"
 
 
+@pytest.mark.slow
 def test_retrain_evaluate_activate_prelabel(japp):
     seeded, dataset_id = tiny_version(japp)
     with japp.app_context():
@@ -92,6 +94,7 @@ def test_bad_parameters_are_refused_before_anything_is_queued(japp, kind, params
         assert db.session.scalar(db.select(db.func.count(Job.id))) == 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_training_mid_run_and_registers_nothing(japp):
     tiny_version(japp)
     with japp.app_context():
@@ -257,7 +260,7 @@ def _synthetic_report(hit_rate: float, seed: int) -> dict:
 
 
 def test_report_page_plots_and_compares(app, login):
-    from annotator.services.models_registry import report_summary
+    from annotator.services.evaluation_reports import report_summary
     from detector.stats import compare_reports
 
     reports = [_synthetic_report(0.4, 1), _synthetic_report(0.9, 2)]

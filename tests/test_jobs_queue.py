@@ -13,10 +13,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from jobs_helpers import tiny_version
+from helpers import tiny_version
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, Job, JobStatus, ModelVersion
+
+# Each test runs a real worker process (two of them train a model): slow.
+pytestmark = pytest.mark.slow
 
 SONOLABEL = str(Path(sys.executable).parent / "sonolabel")
 
@@ -147,13 +150,13 @@ def redis_app(app):
     app.config["SONOLABEL_REDIS_URL"] = url
     app.config["SONOLABEL_QUEUE_NAME"] = f"test-{uuid.uuid4().hex[:10]}"
     yield app
-    from annotator.jobs import get_huey
+    from annotator.services.job_runner import job_huey
 
-    get_huey(app).storage.flush_all()
+    job_huey(app).storage.flush_all()
 
 
 def start(app, kind: str, **params) -> int:
-    from annotator.services.jobs import start_job
+    from annotator.services.job_runner import start_job
 
     with app.app_context():
         return start_job(kind, params).id
@@ -172,7 +175,7 @@ def test_redis_worker_runs_cancels_and_a_killed_workers_job_fails(redis_app, tmp
 
         job_id = start(app, "retrain", **long_run)
         wait_for(app, job_id, lambda j: j.status == JobStatus.running and j.progress > 1, 90, worker)
-        from annotator.services.jobs import cancel_job
+        from annotator.services.job_runner import cancel_job
 
         with app.app_context():
             cancel_job(job_id)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import boxes, cli, frames_of, make_box, make_video, world
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene, SceneStatus, Video
-from annotator.services.label_import import LabelImportRefused, import_coco
-from test_datasets import cli, frames_of, make_box, make_video, world
+from annotator.services.coco_import import import_coco
+from annotator.services.label_import import LabelImportRefused
 
 
 @pytest.fixture
@@ -34,14 +35,6 @@ def other_tool_coco() -> dict:
              "model_version": "other-v2"},
         ],
     }
-
-
-def boxes(video_id: int) -> list[tuple]:
-    rows = db.session.execute(
-        sa.select(Frame.frame_index, Box.class_id, Box.x, Box.y, Box.w, Box.h, Box.source, Box.score,
-                  Box.model_version, Box.track_id, Box.author_id)
-        .join(Frame).where(Frame.video_id == video_id).order_by(Frame.frame_index, Box.id)).all()
-    return [tuple(r) for r in rows]
 
 
 def write(tmp_path: Path, data, name: str = "ann.json") -> str:

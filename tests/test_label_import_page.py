@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from scene_seed import seed_scene
+from helpers import seed_scene
 
 from annotator.db import db
 from annotator.models import Box, LabelEvent

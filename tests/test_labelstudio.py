@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import boxes, cli, frames_of, make_box, make_video, world
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, Frame, LabelEvent
 from annotator.services.labelstudio import LabelStudioRefused, labeling_config, push, scene_tasks
-from test_datasets import cli, frames_of, make_box, make_video, world
-from test_label_import import boxes
 
 
 @pytest.fixture

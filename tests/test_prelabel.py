@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from jobs_helpers import tiny_version, untrained_model
+from helpers import seed_scene, tiny_version, untrained_model
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, JobStatus, SceneRanking, SceneStatus
-from annotator.services.jobs import start_job
+from annotator.services.job_runner import start_job
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_prelabel_replaces_only_its_own_unreviewed_boxes(japp):
 
         # Accept one pre-label: it becomes manual and survives the re-run.
         from annotator.models import User
-        from annotator.services.labels import accept_box
+        from annotator.services.box_edits import accept_box
 
         annotator = db.session.scalar(db.select(User).filter_by(username="annotator"))
         accepted = accept_box(mine[0].id, {"row_version": mine[0].row_version}, annotator).box_data
@@ -54,15 +54,13 @@ def test_prelabel_replaces_only_its_own_unreviewed_boxes(japp):
                                                       Box.source == BoxSource.model)).all()
         assert len(now) == again.result["boxes"]
         # The replaced boxes leave audit events that review notes do not count as rejections.
-        from annotator.services.labels import review_notes
+        from annotator.services.event_log import review_notes
 
         assert review_notes(seeded.scene_id)["rejected"] == {}
 
 
 def test_prelabel_skips_locked_scenes_and_batches_a_video(japp):
     seeded, _ = tiny_version(japp)
-    from scene_seed import seed_scene
-
     locked = seed_scene(japp, frames=2, status=SceneStatus.submitted, patient="P002")
     untrained_model(japp)
     with japp.app_context():

@@ -5,21 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from jobs_helpers import labelled_scene, lesion_box
+from helpers import labelled_scene, lesion_box, shifted, texture
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, JobStatus, SceneStatus
-from annotator.services.propagate import FlowPair, flow_pair, iou, propagate_boxes
-
-
-def texture(h: int = 200, w: int = 240, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return cv2.GaussianBlur(rng.integers(0, 255, (h, w)).astype(np.uint8), (0, 0), 2.0)
-
-
-def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, m, image.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+from annotator.services.boxes import iou
+from annotator.services.propagate import FlowPair, flow_pair, propagate_boxes
 
 
 def zoomed(image: np.ndarray, s: float, centre: tuple[float, float]) -> np.ndarray:
@@ -128,7 +119,7 @@ def test_scene_job_carries_boxes_through_the_scene(app):
     with app.app_context():
         db.session.execute(db.delete(Box).where(Box.frame_id.in_(seeded.frame_ids[1:])))
         db.session.commit()
-        from annotator.services.jobs import start_job
+        from annotator.services.job_runner import start_job
 
         job = start_job("propagate", {"scene": seeded.scene_id, "from_frame": 0})
         assert job.status == JobStatus.succeeded, job.error
@@ -169,7 +160,7 @@ def test_a_carried_box_takes_the_place_of_an_overlapping_pre_label_only(app, log
     assert undo.status_code == 200  # undo puts the pre-label back
     assert {(b.source, b.class_id) for b in boxes_of(app, f1)} == {(BoxSource.model, 1), (BoxSource.model, 2)}
     with app.app_context():  # neither the replacement nor its undo counts against the model
-        from annotator.services.labels import model_feedback
+        from annotator.services.event_log import model_feedback
 
         (m1,) = [r for r in model_feedback(seeded.scene_id) if r["model_version"] == "m1"]
         assert (m1["accepted"], m1["rejected"], m1["pending"]) == (0, 0, 2)

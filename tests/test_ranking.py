@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from scene_seed import seed_scene
-from test_propagate import shifted, texture
+from helpers import seed_scene, shifted, texture
 
 from annotator.db import db
 from annotator.models import SceneStatus, User

@@ -7,12 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_import import H, TEXT_ORG, W, sector_mask, write_video
+from helpers import H, TEXT_ORG, W, sector_mask, write_video
 
 from annotator.db import db
 from annotator.models import Frame, Scene, SceneStatus
 from annotator.services import ImportRefused, SceneRefused
-from annotator.services.scenes import CutDetector, SceneMode, cut_scene, parse_scene_mode, scene_ranges
+from annotator.services.cut_detection import CutDetector, SceneMode, parse_scene_mode, scene_ranges
+from annotator.services.scene_edit import cut_scene
 from annotator.services.video_import import import_video
 
 
@@ -109,7 +110,7 @@ def _ranges(video_id: int) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("detect_width", [None, 1000])  # 1000: frames go to the detector unscaled
 def test_auto_scenes_cut_at_the_shot_change_then_chop(app, tmp_path, monkeypatch, detect_width):
     if detect_width is not None:
-        monkeypatch.setattr("annotator.services.scenes.DETECT_WIDTH", detect_width)
+        monkeypatch.setattr("annotator.services.cut_detection.DETECT_WIDTH", detect_width)
     path = _two_shot_video(tmp_path / "shots.avi")
     with app.app_context():
         result = import_video(path, "P-1", scenes="auto")

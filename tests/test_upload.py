@@ -5,8 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from test_import import write_video
-from test_import_errors import assert_nothing_left
+from helpers import assert_nothing_left, write_video
 
 from annotator.db import db
 from annotator.models import Scene, Video

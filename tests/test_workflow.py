@@ -3,7 +3,7 @@ annotator sees, the locks, and the pages (lists with filters, review queue, audi
 from __future__ import annotations
 
 import pytest
-from scene_seed import seed_scene
+from helpers import seed_scene
 
 from annotator.db import db
 from annotator.models import LabelEvent, Scene, SceneStatus

@@ -56,11 +56,6 @@ def image_file_name(video_id: int, frame_index: int) -> str:
     return f"v{video_id:06d}_f{frame_index:06d}.png"
 
 
-def frame_relpath(sha256: str) -> str:
-    """Where a frame's PNG lies under the data directory (as ``Frame.relpath``)."""
-    return f"frames/{sha256[:2]}/{sha256}.png"
-
-
 def chunks(values: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
     items = list(values)
     for start in range(0, len(items), size):

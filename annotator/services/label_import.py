@@ -1,4 +1,7 @@
-"""Import existing labels (COCO files) into the frames of an imported video.
+"""Import labels made elsewhere into the frames of an imported video: what every format shares.
+
+A format's parser (:mod:`.coco_import`, :mod:`.labelstudio`) checks a file against the
+video's frames and fills an :class:`ImportPlan`; :func:`apply_plan` writes it.
 
 Design choices:
 - Two steps: a parser turns the file into a :class:`ImportPlan` (boxes per frame, and every
@@ -20,7 +23,7 @@ Design choices:
   ``score`` (kept, with ``model_version`` when given), else ``manual``. A box equal to one the
   frame already has (same class, source and geometry within half a pixel) is skipped, so
   importing this tool's own export twice adds nothing.
-- Each box gets a ``label_events`` row (action ``import``). ``status`` moves every scene with a
+- Each box gets a label event (action ``import``). ``status`` moves every scene with a
   matched frame to that status, with an event (action ``status``, source ``import``).
 - An image marked ``reviewed_empty: true`` (this tool's export) with no boxes marks its frame
   as reviewed-empty; adding boxes to a frame clears that mark.
@@ -36,14 +39,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, Scene, SceneStatus, User, Video
+from ..models import Box, BoxSource, Frame, LabelClass, Scene, SceneStatus, User, Video
 from . import ServiceError
+from .boxes import OutsideFrame, clip_box
+from .event_log import record_event
 
 MATCHES = ("frame_index", "file_name")
 EDGE_SLACK = 0.01  # px
 DUPLICATE_PX = 0.5
 MAX_PROBLEMS = 200
-_EXPORT_NAME = re.compile(r"^v(\d+)_f(\d+)\.png$")
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 
 
@@ -202,161 +206,17 @@ def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, pl
     W, H = frame.width, frame.height
     if origin is not None:
         x, y = x - origin[0], y - origin[1]
-        if x + w <= 0 or y + h <= 0 or x >= W or y >= H:
-            plan.problem(f"{where}: box lies outside the ultrasound sector of frame {frame.frame_index}")
-            return None
-    elif x < -EDGE_SLACK or y < -EDGE_SLACK or x + w > W + EDGE_SLACK or y + h > H + EDGE_SLACK:
-        plan.problem(f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the "
+    try:
+        inside = clip_box(x, y, w, h, W, H, slack=EDGE_SLACK if origin is None else math.inf)
+    except OutsideFrame:
+        inside = None
+    if inside is None:
+        plan.problem(f"{where}: box lies outside the ultrasound sector of frame {frame.frame_index}"
+                     if origin is not None else
+                     f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the "
                      f"{W}x{H} frame {frame.frame_index}")
         return None
-    x0, y0 = max(0.0, float(x)), max(0.0, float(y))
-    x1, y1 = min(float(W), float(x) + w), min(float(H), float(y) + h)
-    return x0, y0, x1 - x0, y1 - y0
-
-
-# --- COCO ------------------------------------------------------------------------------------
-
-def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
-    """Check a COCO document against the video's frames; every problem goes into the plan."""
-    plan = ImportPlan(video_id)
-    if match not in MATCHES:
-        plan.problem(f"match by frame_index or file_name, not {match!r}")
-        return plan
-    frames = video_frames(video_id)
-    if not isinstance(data, dict):
-        plan.problem("not a COCO object: expected {\"images\": [...], \"annotations\": [...], "
-                     "\"categories\": [...]}")
-        return plan
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            plan.problem(f"'{key}' is missing or not a list")
-    if plan.problems:
-        return plan
-
-    classes = class_ids_by_name()
-    category_class: dict[int, int] = {}
-    unknown_categories: dict[int, str] = {}
-    seen_cat: set[int] = set()
-    for n, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
-            plan.problem(f"category #{n}: needs an integer 'id' and a 'name'")
-            continue
-        if cat["id"] in seen_cat:
-            plan.problem(f"category id {cat['id']} is used twice")
-            continue
-        seen_cat.add(cat["id"])
-        cid = classes.get(cat["name"].strip().lower())
-        if cid is None:
-            unknown_categories[cat["id"]] = cat["name"]
-        else:
-            category_class[cat["id"]] = cid
-
-    image_frame: dict[int, Frame] = {}
-    source_coords: set[int] = set()  # images whose boxes are in uncropped source pixels
-    skipped: set[int] = set()
-    frame_image: dict[int, int] = {}
-    for n, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not is_int(img.get("id")):
-            plan.problem(f"image #{n}: needs an integer 'id'")
-            continue
-        iid = img["id"]
-        if iid in image_frame or iid in skipped:
-            plan.problem(f"image id {iid} is used twice")
-            continue
-        if is_int(img.get("video_id")) and img["video_id"] != video_id:
-            skipped.add(iid)
-            continue
-        frame = frames.find(img.get("frame_index"), img.get("file_name"), match, f"image {iid}", plan)
-        if frame is None:
-            continue
-        if frame.id in frame_image:
-            plan.problem(f"images {frame_image[frame.id]} and {iid} both match frame "
-                         f"{frame.frame_index}")
-            continue
-        size = (img.get("width", frame.width), img.get("height", frame.height))
-        if size == frames.source_size and size != (frame.width, frame.height):
-            source_coords.add(iid)
-        else:
-            for key, given, have in (("width", size[0], frame.width), ("height", size[1], frame.height)):
-                if given != have:
-                    plan.problem(f"image {iid}: {key} {given} is neither frame {frame.frame_index}'s "
-                                 f"{have} nor the source video's (boxes would be misplaced)")
-        frame_image[frame.id] = iid
-        image_frame[iid] = frame
-        if img.get("reviewed_empty") is True:
-            plan.empty_frames.add(frame.id)
-    plan.matched_frames = set(frame_image)
-    plan.skipped_images = len(skipped)
-
-    listed_images = _ids(data["images"])
-    seen_ann: set[int] = set()
-    used_unknown: Counter[int] = Counter()
-    for n, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or not is_int(ann.get("id")):
-            plan.problem(f"annotation #{n}: needs an integer 'id'")
-            continue
-        aid = ann["id"]
-        where = f"annotation {aid}"
-        if aid in seen_ann:
-            plan.problem(f"annotation id {aid} is used twice")
-            continue
-        seen_ann.add(aid)
-        image_id = ann.get("image_id")
-        if image_id in skipped:
-            continue
-        frame = image_frame.get(image_id) if is_int(image_id) else None
-        if frame is None:
-            if is_int(image_id) and image_id in listed_images:
-                continue  # its image has a problem of its own, already reported
-            plan.problem(f"{where}: image_id {image_id!r} is not an image of the file")
-            continue
-        cat = ann.get("category_id")
-        if cat in unknown_categories:
-            used_unknown[cat] += 1
-            continue
-        if cat not in category_class:
-            plan.problem(f"{where}: category_id {cat!r} is not in 'categories'")
-            continue
-        if ann.get("iscrowd"):
-            plan.problem(f"{where}: crowd regions (iscrowd 1) cannot be imported as boxes")
-            continue
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
-            plan.problem(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}")
-            continue
-        geometry = fit_box(*bbox, frame, where, plan,
-                           frames.roi_origin if image_id in source_coords else None)
-        if geometry is None:
-            continue
-        score = ann.get("score")
-        if score is not None and (not is_number(score) or not 0 <= score <= 1):
-            plan.problem(f"{where}: score must be a number from 0 to 1, got {score!r}")
-            continue
-        track_id = ann.get("track_id")
-        if track_id is not None and not is_int(track_id):
-            plan.problem(f"{where}: track_id must be an integer, got {track_id!r}")
-            continue
-        model_version = ann.get("model_version")
-        if model_version is not None and (not isinstance(model_version, str) or len(model_version) > 64):
-            plan.problem(f"{where}: model_version must be a text of up to 64 characters")
-            continue
-        is_model = score is not None
-        plan.boxes.append(ImportedBox(
-            frame.id, category_class[cat], *geometry,
-            source=BoxSource.model if is_model else BoxSource.manual,
-            score=float(score) if is_model else None,
-            model_version=model_version if is_model else None, track_id=track_id))
-    for cat, n in sorted(used_unknown.items()):
-        plan.problem(f"unknown class {unknown_categories[cat]!r} (category {cat}) is used by {n} "
-                     f"annotation(s); the classes are {', '.join(sorted(classes))}")
-    for cat, name in sorted(unknown_categories.items()):
-        if cat not in used_unknown:
-            plan.warnings.append(f"category {name!r} is not a class here and has no annotations; ignored")
-    return plan
-
-
-def _ids(images: list[Any]) -> set[Any]:
-    return {img.get("id") for img in images if isinstance(img, dict)}
+    return inside["x"], inside["y"], inside["w"], inside["h"]
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -398,12 +258,9 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
             db.session.add(box)
             added.append(box)
         db.session.flush()
-        actor = user.id if user is not None else None
         for box in added:
-            frame = frames[box.frame_id]
-            db.session.add(LabelEvent(user_id=actor, action="import", source=box.source.value,
-                                      scene_id=frame.scene_id, frame_id=frame.id, box_id=box.id,
-                                      after=box.as_dict()))
+            record_event(user, "import", box.source.value, frame=frames[box.frame_id], box_id=box.id,
+                         after=box.as_dict())
         with_boxes = {b.frame_id for b in added} | {fid for fid, rows in existing.items() if rows}
         marked = 0
         for fid in plan.matched_frames:
@@ -411,17 +268,13 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
             want_empty = fid in plan.empty_frames and fid not in with_boxes
             if frame.reviewed_empty and fid in with_boxes:
                 frame.reviewed_empty = False
-                db.session.add(LabelEvent(user_id=actor, action="unmark_empty", source="import",
-                                          scene_id=frame.scene_id, frame_id=fid,
-                                          before={"reviewed_empty": True},
-                                          after={"reviewed_empty": False}))
+                record_event(user, "unmark_empty", "import", frame=frame,
+                             before={"reviewed_empty": True}, after={"reviewed_empty": False})
             elif want_empty and not frame.reviewed_empty:
                 frame.reviewed_empty = True
                 marked += 1
-                db.session.add(LabelEvent(user_id=actor, action="mark_empty", source="import",
-                                          scene_id=frame.scene_id, frame_id=fid,
-                                          before={"reviewed_empty": False},
-                                          after={"reviewed_empty": True}))
+                record_event(user, "mark_empty", "import", frame=frame,
+                             before={"reviewed_empty": False}, after={"reviewed_empty": True})
         scenes_status: dict[int, str] = {}
         if status is not None:
             scene_ids = sorted({frames[fid].scene_id for fid in plan.matched_frames
@@ -429,10 +282,9 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
             for scene in db.session.scalars(sa.select(Scene).where(Scene.id.in_(scene_ids))):
                 scenes_status[scene.id] = new_status.value
                 if scene.status != new_status:
-                    db.session.add(LabelEvent(user_id=actor, action="status", source="import",
-                                              scene_id=scene.id,
-                                              before={"status": scene.status.value},
-                                              after={"status": new_status.value}))
+                    record_event(user, "status", "import", scene_id=scene.id,
+                                 before={"status": scene.status.value},
+                                 after={"status": new_status.value})
                     scene.status = new_status
         report = ImportReport(
             video_id=plan.video_id, dry_run=dry_run, images_matched=len(plan.matched_frames),
@@ -452,9 +304,3 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
 
 def _same(a: tuple, b: tuple) -> bool:
     return a[0] == b[0] and a[1] == b[1] and all(abs(p - q) <= DUPLICATE_PX for p, q in zip(a[2:], b[2:]))
-
-
-def import_coco(data: Any, video_id: int, match: str = "frame_index", status: str | None = None,
-                dry_run: bool = False, user: User | None = None) -> ImportReport:
-    """Parse and apply a COCO document; raises :class:`LabelImportRefused` listing problems."""
-    return apply_plan(parse_coco(data, video_id, match), status=status, dry_run=dry_run, user=user)

@@ -120,7 +120,7 @@ def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None
 
 
 def version_tasks(version: DatasetVersion, image_prefix: str = "") -> list[dict[str, Any]]:
-    from .datasets import load_parts
+    from .dataset_versions import load_parts
 
     tasks: list[dict[str, Any]] = []
     for part, doc in load_parts(version).items():

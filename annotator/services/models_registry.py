@@ -1,5 +1,5 @@
-"""Model versions: trained by ``retrain`` jobs, evaluated by ``evaluate`` jobs, activated for
-pre-labelling.
+"""Model versions: trained by ``retrain`` jobs, evaluated by ``evaluate`` jobs
+(:mod:`.evaluation_reports`), activated for pre-labelling.
 
 Design choices:
 - A version is registered only when training succeeded: the run is written to
@@ -13,14 +13,9 @@ Design choices:
   version's weights (``--init``), the way a two-frame model starts from a single-frame one.
 - A version's name, ``<kind>-v<id>``, is what pre-labelled boxes carry in ``model_version``.
 - Exactly one version is active at a time (or none); pre-labels use it by default.
-- Evaluation predicts on a split of a dataset version and stores
-  :func:`detector.evaluate.evaluate_detections`' report. The score threshold for per-scene
-  sensitivity is chosen on the version's val part when evaluating another part, else 0.5.
-  Each image gets its video's frame rate, so false positives per minute use real time.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,23 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 
 from ..db import db
-from ..models import DatasetVersion, EvaluationReport, Job, JobStatus, ModelVersion, Role, User, Video
+from ..models import DatasetVersion, EvaluationReport, Job, JobStatus, ModelVersion, Role, User
 from . import ServiceError
-from .jobs import JobContext, Param, choice, integer, kind, text
+from .frames import commit_or_remove, data_dir, file_sha256
+from .job_spec import JobContext, Param, choice, integer, kind, text
 
 MODEL_KINDS = ("single", "two_frame")
-SPLITS = ("train", "val", "test")
 
 
 class ModelRefused(ServiceError):
     """A model-version request that cannot be carried out."""
-
-
-def data_dir() -> Path:
-    return Path(current_app.config["SONOLABEL_DATA_DIR"])
 
 
 def models_root() -> Path:
@@ -85,7 +75,7 @@ def get_dataset_version(ref: str | int) -> DatasetVersion:
 
 def split_coco(version: DatasetVersion, split: str) -> Path:
     """The frozen ``annotations.json`` of one part (images beside it), hash-checked."""
-    from .datasets import split_files
+    from .dataset_versions import split_files
 
     files = split_files(version)
     if split not in files:
@@ -133,14 +123,6 @@ def activate(ref: str | int) -> ModelVersion:
     version.active = True
     db.session.commit()
     return version
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def clean_orphans() -> list[str]:
@@ -233,7 +215,7 @@ def _register(run_dir: Path, params: dict[str, Any], summary: dict[str, Any], da
     model_pt = run_dir / "model.pt"
     if not model_pt.is_file():
         raise ModelRefused("Training ended without a model file.")
-    digest = sha256_file(model_pt)
+    digest = file_sha256(model_pt)
     metrics = {k: summary.get(k) for k in ("status", "best_epoch", "best", "iterations", "epochs")}
     version = ModelVersion(name=f"pending-{uuid.uuid4().hex}", kind=params["model"],
                            parent_id=parent_id, dataset_version_id=dataset_id,
@@ -247,88 +229,5 @@ def _register(run_dir: Path, params: dict[str, Any], summary: dict[str, Any], da
     if final.exists():  # left by a version whose row is gone (SQLite may reuse its id)
         shutil.rmtree(final)
     os.rename(run_dir, final)
-    try:
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        shutil.rmtree(final, ignore_errors=True)
-        raise
+    commit_or_remove(final)
     return version
-
-
-# --- evaluate --------------------------------------------------------------------------------
-
-def _check_evaluate(params: dict[str, Any]) -> None:
-    version = get_model_version(params["model_version"])
-    if not model_file(version).is_file():
-        raise ModelRefused(f"The model file of {version.name} is missing.")
-    split_coco(get_dataset_version(params["dataset"]), params["split"])
-
-
-EVALUATE_PARAMS = {
-    "model_version": Param(text, required=True, help="model version id or name"),
-    "dataset": Param(text, required=True, help="dataset version id or name"),
-    "split": Param(choice(*SPLITS), "test", help="train, val or test"),
-}
-
-
-@kind("evaluate", EVALUATE_PARAMS, (Role.admin, Role.data_manager),
-      "Evaluate a model version on a part of a dataset version.", check=_check_evaluate)
-def run_evaluate(ctx: JobContext, params: dict[str, Any], user: User | None) -> dict[str, Any]:
-    from detector.evaluate import evaluate_detections
-    from detector.metrics import load_gt
-    from detector.predict import predict_coco
-
-    version = get_model_version(params["model_version"])
-    dataset = get_dataset_version(params["dataset"])
-    split = params["split"]
-    coco_path = split_coco(dataset, split)
-    val_path = split_coco(dataset, "val") if split != "val" and "val" in dataset.summary else None
-    weights = model_file(version)
-    ids = {"model": version.id, "name": version.name, "dataset": dataset.id,
-           "dataset_name": dataset.name}
-    db.session.rollback()
-
-    def predict(path: Path, lo: float, hi: float, what: str) -> list[dict]:
-        ctx.progress(lo, f"predicting the {what} part")
-        return predict_coco(weights, path, path.parent,
-                            progress=lambda done, total: ctx.progress(lo + (hi - lo) * done / max(1, total)))
-
-    val = None
-    if val_path is not None:
-        val = {"gt": _with_fps(load_gt(val_path)), "detections": predict(val_path, 2, 40, "val")}
-    detections = predict(coco_path, 40 if val else 2, 90, split)
-    ctx.progress(92, "scoring")
-    report = evaluate_detections(_with_fps(load_gt(coco_path)), detections, val=val,
-                                 model={"name": ids["name"], "model_version": ids["model"]})
-    report["ground_truth"]["path"] = f"dataset {ids['dataset_name']} / {split}"
-    report["ground_truth"]["dataset_version"] = ids["dataset"]
-    report["ground_truth"]["split"] = split
-    summary = report_summary(report)
-    row = EvaluationReport(model_version_id=ids["model"], dataset_version_id=ids["dataset"],
-                           split=split, summary=summary, report=report, job_id=ctx.job_id)
-    db.session.add(row)
-    db.session.commit()
-    return {"report": row.id, "model_version": ids["model"], "dataset": ids["dataset"],
-            "split": split, **summary}
-
-
-def _with_fps(gt: dict[str, Any]) -> dict[str, Any]:
-    """Each image gets its video's frame rate (COCO files of a version carry ``video_id``)."""
-    video_ids = {img.get("video_id") for img in gt["images"] if img.get("video_id") is not None}
-    fps = dict(db.session.execute(sa.select(Video.id, Video.fps).where(Video.id.in_(video_ids))).all()) \
-        if video_ids else {}
-    for img in gt["images"]:
-        if img.get("video_id") in fps and fps[img["video_id"]]:
-            img["fps"] = float(fps[img["video_id"]])
-    return gt
-
-
-def report_summary(report: dict[str, Any]) -> dict[str, Any]:
-    coco = report.get("coco") or {}
-    fp = (report.get("fp_per_minute") or {}).get("overall") or {}
-    return {**(coco.get("overall") or {}),
-            "per_class": coco.get("per_class") or {},
-            "threshold": (report.get("threshold") or {}).get("value"),
-            "fp_tracks_per_minute": fp.get("fp_tracks_per_minute"),
-            "n_images": (report.get("ground_truth") or {}).get("n_images")}

@@ -1,8 +1,7 @@
 """Encode 8-bit grey or BGR frames as PNG, fast enough to keep up with the video decoder.
 
-libpng through ``cv2.imencode`` spends ~3 ms on a 716x574 grey ultrasound frame at level 1,
-as long as decoding it; ISA-L's deflate (``isal``) at level 1 takes a third of that for files
-about 10 % larger. The SUB filter (each byte minus the one a pixel to its left) suits speckle
+libpng through ``cv2.imencode`` costs about as much CPU as decoding the frame; ISA-L's deflate
+(``isal``) at level 1 costs a fraction of that for slightly larger files (README, speed). The SUB filter (each byte minus the one a pixel to its left) suits speckle
 and is one vectorised subtraction. Files are standard PNG (IHDR, one IDAT, IEND) that any
 reader opens. Work buffers are kept per thread because the import encodes in a thread pool,
 and ISA-L and NumPy release the GIL.

@@ -25,11 +25,13 @@ import sqlalchemy as sa
 from ..db import db
 from ..models import Box, BoxSource, Frame, LabelClass, ModelVersion, Role, Scene, User
 from . import ServiceError
-from .jobs import JobContext, Param, id_list, integer, kind, number, text
-from .labels import EDITABLE, _event
+from .boxes import clip_box, plain
+from .event_log import record_event
+from .frames import read_frame
+from .job_spec import JobContext, Param, id_list, integer, kind, number, text
 from .models_registry import active_version, get_model_version, model_file
-from .propagate import read_frame
 from .ranking import scene_disagreement, store_ranking
+from .workflow import EDITABLE
 
 MAX_PER_FRAME = 30
 DEFAULT_MIN_SCORE = 0.1
@@ -95,28 +97,24 @@ def store_prelabels(scene: Scene, frames: list[Frame], detections: list[list[dic
     for frame, dets in zip(frames, detections):
         for old in [b for b in frame.boxes
                     if b.source == BoxSource.model and b.model_version == version_name]:
-            _event(user, "replace", "model", frame=frame, before=old.as_dict())
+            record_event(user, "replace", "model", frame=frame, before=old.as_dict())
             db.session.delete(old)
             replaced += 1
         keep = sorted((d for d in dets if d["score"] >= min_score and d["category"] in class_ids),
                       key=lambda d: -d["score"])[:MAX_PER_FRAME]
         new, boxes = [], []
         for d in keep:
-            x, y, w, h = (float(v) for v in d["box"])
-            x0, y0 = max(0.0, x), max(0.0, y)
-            x1, y1 = min(float(frame.width), x + w), min(float(frame.height), y + h)
-            if x1 - x0 < 1 or y1 - y0 < 1:
+            geometry = clip_box(*d["box"], frame.width, frame.height, decimals=1)
+            if geometry is None:
                 continue
             box = Box(frame=frame, class_id=class_ids[d["category"]], source=BoxSource.model,
-                      score=round(float(d["score"]), 4), model_version=version_name,
-                      x=round(x0, 1), y=round(y0, 1), w=round(x1 - x0, 1), h=round(y1 - y0, 1))
+                      score=round(float(d["score"]), 4), model_version=version_name, **geometry)
             db.session.add(box)
             new.append(box)
         db.session.flush()
         for box in new:
-            _event(user, "prelabel", "model", frame=frame, box_id=box.id, after=box.as_dict())
-            boxes.append({"class_id": box.class_id, "x": box.x, "y": box.y, "w": box.w,
-                          "h": box.h, "score": box.score})
+            record_event(user, "prelabel", "model", frame=frame, box_id=box.id, after=box.as_dict())
+            boxes.append(plain(box))
         created += len(new)
         stored.append(boxes)
     return created, replaced, stored

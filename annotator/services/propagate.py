@@ -1,9 +1,9 @@
 """Flow propagation: boxes of one frame carried to the next frame(s) by optical flow.
 
 Design choices:
-- Flow is OpenCV DIS (MEDIUM preset) between the two frames, forward (frame t -> t+1) and
-  backward, at most ``FLOW_SIDE`` pixels on the longest side; boxes are mapped into that grid
-  and back. MEDIUM costs ~15 ms a pair here and follows speckle better than FAST.
+- Flow is OpenCV DIS (MEDIUM preset, :mod:`detector.flow`) between the two frames, forward
+  (frame t -> t+1) and backward, at most ``FLOW_SIDE`` pixels on the longest side; boxes are
+  mapped into that grid and back. MEDIUM follows speckle better than FAST.
 - Each box moves by the median flow inside it (robust to the tissue around a lesion moving
   differently at the box edge) and is rescaled about its centre by ``1 + div / 2``, where
   ``div`` is the median divergence of the flow inside it (a uniform zoom by ``s`` has
@@ -28,24 +28,28 @@ Design choices:
 - Every created box writes a ``propagate`` label event with the box id (so undo removes it);
   a replaced propagated box writes a ``replace`` event without a box id, so review notes do
   not count it as a rejection by the annotator.
-- A box that leaves the image (less than 30 % of it inside) or shrinks under 2 px is dropped.
+- A box that leaves the image (less than 30 % of it inside) or is left with less than
+  :data:`~.boxes.MIN_SIZE` inside it is dropped (the clip rule of :mod:`.boxes`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
 import sqlalchemy as sa
-from flask import current_app
+
+from detector.flow import dis_flow, shrink_pair
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, Role, Scene, User
 from . import ServiceError
-from .labels import iou
-from .jobs import JobContext, Param, integer, kind
+from .boxes import clip_box, iou, plain
+from .event_log import record_event
+from .frames import read_frame
+from .job_spec import JobContext, Param, integer, kind
+from .workflow import Change, LabelRefused, commit, start_editing
 
 FLOW_SIDE = 512
 MIN_SCALE, MAX_SCALE = 0.8, 1.25
@@ -59,16 +63,6 @@ class PropagationRefused(ServiceError):
 
 
 # --- the algorithm (no database) -------------------------------------------------------------
-
-def grey(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3:
-        image = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    return np.ascontiguousarray(image, dtype=np.uint8)
-
-
-def _dis(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> cv2.DISOpticalFlow:
-    return cv2.DISOpticalFlow_create(preset)
-
 
 @dataclass
 class FlowPair:
@@ -89,19 +83,11 @@ class FlowPair:
 
 def flow_pair(previous: np.ndarray, following: np.ndarray, max_side: int = FLOW_SIDE) -> FlowPair:
     """DIS flow both ways between two frames of equal size (grey or RGB uint8)."""
-    a, b = grey(previous), grey(following)
-    if a.shape != b.shape:
-        raise ValueError(f"frames differ in size: {a.shape} vs {b.shape}")
-    h, w = a.shape
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-        b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
-    dis = _dis()
-    # OpenCV's calc(I0, I1) gives I0(p) ~ I1(p + flow(p)): calc(t, t+1) is the forward flow.
-    forward = dis.calc(a, b, None)
-    backward = dis.calc(b, a, None)
+    h, w = previous.shape[:2]
+    a, b = shrink_pair(previous, following, max_side)
+    # dis_flow(I0, I1) gives I0(p) ~ I1(p + flow(p)): (t, t+1) is the forward flow.
+    forward = dis_flow(a, b, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    backward = dis_flow(b, a, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return FlowPair(forward, backward, a.shape[1] / w, (h, w), a, b)
 
 
@@ -140,11 +126,10 @@ def move_box(box: dict[str, float], flow: FlowPair) -> tuple[dict[str, float], f
     cx, cy = box["x"] + box["w"] / 2 + dx, box["y"] + box["h"] / 2 + dy
     w, h = box["w"] * zoom, box["h"] * zoom
     ih, iw = flow.image_size
-    nx0, ny0 = max(0.0, cx - w / 2), max(0.0, cy - h / 2)
-    nx1, ny1 = min(float(iw), cx + w / 2), min(float(ih), cy + h / 2)
-    if nx1 - nx0 < 2 or ny1 - ny0 < 2 or (nx1 - nx0) * (ny1 - ny0) < MIN_INSIDE * w * h:
+    moved = clip_box(cx - w / 2, cy - h / 2, w, h, iw, ih)
+    if moved is None or moved["w"] * moved["h"] < MIN_INSIDE * w * h:
         return None
-    return {"x": nx0, "y": ny0, "w": nx1 - nx0, "h": ny1 - ny0}, confidence
+    return moved, confidence
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -172,14 +157,6 @@ def propagate_boxes(previous: np.ndarray, following: np.ndarray, boxes: Iterable
 
 # --- stored frames and boxes -----------------------------------------------------------------
 
-def read_frame(frame: Frame) -> np.ndarray:
-    path = Path(current_app.config["SONOLABEL_DATA_DIR"]) / frame.relpath
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise PropagationRefused(f"The image of frame {frame.frame_index} is missing.", status=500)
-    return image
-
-
 @dataclass
 class Propagation:
     """What a propagation wrote: per target frame id its new boxes, the events to undo it."""
@@ -192,33 +169,20 @@ class Propagation:
     scene_data: dict[str, Any] | None = None
 
 
-def _snapshot(box: Box) -> dict[str, Any]:
-    return box.as_dict()
-
-
 def _source_boxes(frame: Frame) -> list[dict[str, Any]]:
-    return [{"class_id": b.class_id, "x": b.x, "y": b.y, "w": b.w, "h": b.h,
-             "score": b.score if b.source == BoxSource.propagated else None}
+    return [plain(b, score=b.source == BoxSource.propagated)
             for b in frame.boxes if b.source in (BoxSource.manual, BoxSource.propagated)]
 
 
-def _editable(scene: Scene, frame: Frame, user: User | None) -> list:
-    from .labels import EDITABLE, Conflict, _editable as start_editing
-
-    if user is None:
-        if scene.status not in EDITABLE:
-            raise Conflict(f"Scene {scene.id} is {scene.status.value.replace('_', ' ')}: "
-                           "it cannot be edited until a reviewer returns it.")
-        return []
-    return start_editing(frame, user)
+def _chained_score(b: dict[str, Any]) -> float:
+    """A carried box's confidence times its source's (a drawn box counts as certain)."""
+    return b["confidence"] * (b["score"] if b["score"] is not None else 1.0)
 
 
 def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
               progress: Callable[[float], None] | None = None) -> Propagation:
     """Carry ``start``'s boxes forward ``steps`` frames (None: to the scene's end), chaining
     each result into the next step; writes everything in one transaction."""
-    from .labels import LabelRefused, _event
-
     frames = [f for f in scene.frames]
     index = next((i for i, f in enumerate(frames) if f.id == start.id), None)
     if index is None:
@@ -235,78 +199,54 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
     image = read_frame(start)
     for n, target in enumerate(targets):
         following = read_frame(target)
-        moved = [b for b in propagate_boxes(image, following, source)
-                 if b["confidence"] * (b["score"] if b["score"] is not None else 1.0) >= MIN_SCORE]
-        own_manual = _source_boxes_of(target, BoxSource.manual)
+        moved = [b for b in propagate_boxes(image, following, source) if _chained_score(b) >= MIN_SCORE]
+        own_manual = [plain(b, score=False) for b in target.boxes if b.source == BoxSource.manual]
         kept = [b for b in moved
                 if not any(m["class_id"] == b["class_id"] and iou(m, b) >= DUPLICATE_IOU
                            for m in own_manual)]
         superseded = [p for p in target.boxes if p.source == BoxSource.model and any(
-            p.class_id == b["class_id"] and iou(_as_dict(p), b) >= DUPLICATE_IOU for b in kept)]
+            p.class_id == b["class_id"] and iou(plain(p), b) >= DUPLICATE_IOU for b in kept)]
         plans.append((target, kept, superseded))
         # The next step starts from this frame's manual boxes and what was just carried here.
-        source = own_manual + [{**b, "score": b["confidence"] * (b["score"] if b["score"] is not None else 1.0)}
-                               for b in kept]
+        source = own_manual + [{**b, "score": _chained_score(b)} for b in kept]
         image = following
         if progress is not None:
             progress(100.0 * (n + 1) / len(targets))
         if not source:
             break
     try:
-        events = _editable(scene, start, user)
+        events = start_editing(start, user)
         created: dict[int, list[Box]] = {}
         replaced = 0
         for target, kept, superseded in plans:
             for old in [b for b in target.boxes if b.source == BoxSource.propagated] + superseded:
                 # A superseded pre-label keeps its box id in the event, so undo brings it back.
-                events.append(_event(user, "replace", old.source.value, frame=target,
-                                     box_id=old.id if old in superseded else None,
-                                     before=_snapshot(old)))
+                events.append(record_event(user, "replace", old.source.value, frame=target,
+                                           box_id=old.id if old in superseded else None,
+                                           before=old.as_dict()))
                 db.session.delete(old)
                 replaced += 1
             new = []
             for b in kept:
-                score = b["confidence"] * (b["score"] if b["score"] is not None else 1.0)
-                geometry = _clip(b, target)
+                geometry = clip_box(b["x"], b["y"], b["w"], b["h"], target.width, target.height,
+                                    decimals=1)
                 if geometry is None:
                     continue
                 box = Box(frame=target, class_id=b["class_id"], source=BoxSource.propagated,
-                          score=round(score, 4), author_id=user.id if user else None, **geometry)
+                          score=round(_chained_score(b), 4), author_id=user.id if user else None,
+                          **geometry)
                 db.session.add(box)
                 new.append(box)
             db.session.flush()
             for box in new:
-                events.append(_event(user, "propagate", "propagated", frame=target, box_id=box.id,
-                                     after=_snapshot(box)))
+                events.append(record_event(user, "propagate", "propagated", frame=target,
+                                           box_id=box.id, after=box.as_dict()))
             created[target.id] = new
-        db.session.flush()
-        result = Propagation(created, replaced, [e.id for e in events],
-                             [e.id for e in events if e.box_id is not None], scene)
-        result.scene_data = {"id": scene.id, "status": scene.status.value,
-                             "assignee_id": scene.assignee_id,
-                             "review_comment": scene.review_comment or ""}
-        db.session.commit()
+        change = commit(Change(None, events, scene))
     except BaseException:
         db.session.rollback()
         raise
-    return result
-
-
-def _as_dict(box: Box) -> dict[str, Any]:
-    return {"class_id": box.class_id, "x": box.x, "y": box.y, "w": box.w, "h": box.h, "score": None}
-
-
-def _source_boxes_of(frame: Frame, source: BoxSource) -> list[dict[str, Any]]:
-    return [_as_dict(b) for b in frame.boxes if b.source == source]
-
-
-def _clip(b: dict[str, Any], frame: Frame) -> dict[str, float] | None:
-    x, y = max(0.0, float(b["x"])), max(0.0, float(b["y"]))
-    w = min(float(b["x"]) + float(b["w"]), float(frame.width)) - x
-    h = min(float(b["y"]) + float(b["h"]), float(frame.height)) - y
-    if w < 1 or h < 1:
-        return None
-    return {"x": round(x, 1), "y": round(y, 1), "w": round(w, 1), "h": round(h, 1)}
+    return Propagation(created, replaced, change.event_ids, change.undo_ids, scene, change.scene_data)
 
 
 def frame_of(scene: Scene, frame_index: int) -> Frame:

@@ -23,8 +23,9 @@ import sqlalchemy as sa
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, Scene, SceneRanking, SceneStatus, User, utcnow
-from .labels import greedy_match
-from .propagate import propagate_boxes, read_frame
+from .boxes import greedy_match, plain
+from .frames import read_frame
+from .propagate import propagate_boxes
 
 MIN_SCORE = 0.3
 MATCH_IOU = 0.1
@@ -81,8 +82,7 @@ def rank_stored(scene: Scene, model_version: str) -> SceneRanking:
         Box.model_version == model_version)).all()
     by_frame: dict[int, list[dict[str, Any]]] = {f.id: [] for f in frames}
     for b in rows:
-        by_frame[b.frame_id].append({"class_id": b.class_id, "x": b.x, "y": b.y, "w": b.w, "h": b.h,
-                                     "score": b.score})
+        by_frame[b.frame_id].append(plain(b))
     details = scene_disagreement([read_frame(f) for f in frames], [by_frame[f.id] for f in frames])
     row = store_ranking(scene.id, model_version, details)
     db.session.commit()

@@ -2,10 +2,10 @@
 
 One decode pass does everything. The first ~2 s of frames are buffered to find the ROI
 (:mod:`.roi`); from then on each decoded frame goes to a thread pool that crops it (grey frames
-from their luma, see :mod:`.media`), masks it, encodes a PNG (:mod:`.png`) and hashes and writes
-it (:mod:`.storage`), while the main thread keeps decoding (FFmpeg, ISA-L, NumPy and OpenCV
-release the GIL). The workers also make the small copy that cut detection (:mod:`.scenes`)
-reads, fed in frame order as results come back. Frame rows are bulk-inserted at the end, in
+from their luma, see :mod:`.video_reader`), masks it, encodes a PNG (:mod:`.png`) and hashes and writes
+it (:mod:`.frames`), while the main thread keeps decoding (FFmpeg, ISA-L, NumPy and OpenCV
+release the GIL). The workers also make the small copy that cut detection
+(:mod:`.cut_detection`) reads, fed in frame order as results come back. Frame rows are bulk-inserted at the end, in
 the same transaction as the video and its scenes.
 
 Failure at any point rolls the transaction back, waits for the workers, and deletes the frame
@@ -30,11 +30,12 @@ from sqlalchemy.exc import IntegrityError
 from ..db import db
 from ..models import Frame, Patient, Scene, User, Video
 from . import ImportRefused
-from .media import MediaReader, Picture, file_sha256, open_media, sniff_container
+from .cut_detection import CutDetector, SceneMode, parse_scene_mode, scene_ranges
+from .frames import FrameStore, data_dir, file_sha256
+from .media import open_media, sniff_container
+from .media_reader import MediaReader, Picture
 from .png import encode_png
 from .roi import Roi, find_roi
-from .scenes import CutDetector, SceneMode, parse_scene_mode, scene_ranges
-from .storage import FrameStore
 
 PATIENT_CODE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 ROI_SECONDS = 2.0
@@ -85,7 +86,7 @@ def import_video(path: Path, patient_code: str, scenes: str = "auto", user: User
         return _existing(existing, code)
 
     config = current_app.config
-    store = FrameStore(config["SONOLABEL_DATA_DIR"])
+    store = FrameStore(data_dir())
     reader = open_media(path, int(config["SONOLABEL_MAX_FRAME_PIXELS"]))
     try:
         length = mode.length or int(config["SONOLABEL_SCENE_LENGTH"])

@@ -1,0 +1,224 @@
+"""Box edits: draw, move, resize, re-class, delete; accept or reject pre-labels; "no findings".
+
+Each edit is one transaction with its label events (:mod:`.event_log`), names the
+``row_version`` the client last saw (:mod:`.workflow` on optimistic locking), and starts the
+scene when it is the first edit of a new or returned scene.
+
+Design choices:
+- Editing a pre-label (move, resize, class) accepts it: it becomes a manual box and counts as
+  accepted, with the event keeping the model's original box for the reviewer's comparison.
+- Removing a pre-label is its rejection; marking a frame as having no findings rejects the
+  pre-labels left on it, and drawing a box on it clears the mark.
+- A drawn box must lie in the frame, with half a pixel of slack that is then cut off (the
+  browser rounds to display pixels at some zoom levels): :func:`.boxes.clip_box`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy.orm import joinedload
+
+from ..db import db
+from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, User
+from .boxes import OutsideFrame, clip_box
+from .event_log import record_event
+from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
+
+DRAWN_SLACK = 0.5  # px
+
+
+def _number(payload: dict[str, Any], key: str) -> float:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LabelRefused(f"'{key}' must be a number.")
+    return float(value)
+
+
+def _geometry(payload: dict[str, Any], frame: Frame) -> dict[str, float]:
+    x, y, w, h = (_number(payload, k) for k in ("x", "y", "w", "h"))
+    try:
+        geometry = clip_box(x, y, w, h, frame.width, frame.height, slack=DRAWN_SLACK)
+    except OutsideFrame as err:
+        raise LabelRefused(str(err)) from None
+    if geometry is None:
+        raise LabelRefused("A box needs a width and height above zero.")
+    return geometry
+
+
+def _class_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or db.session.get(LabelClass, value) is None:
+        raise LabelRefused(f"Unknown class {value!r}.")
+    return value
+
+
+def _row_version(payload: dict[str, Any]) -> int:
+    value = payload.get("row_version")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LabelRefused("'row_version' (the version you last saw) is required.")
+    return value
+
+
+def check_version(box: Box, expected: int) -> None:
+    """Refuse a change made on another version of the box than the saved one."""
+    if box.row_version != expected:
+        who = box.author.username if box.author else "someone"
+        raise Conflict(f"Box {box.id} was changed by {who} since you loaded it "
+                       f"(version {box.row_version}, yours {expected}).", box=box.as_dict())
+
+
+def _box(box_id: int) -> Box:
+    # One query for the box, its frame and its scene: every edit needs all three.
+    box = db.session.get(Box, box_id, options=[joinedload(Box.frame).joinedload(Frame.scene)])
+    if box is None:
+        raise LabelRefused(f"Box {box_id} does not exist (it may have been deleted).", status=404)
+    return box
+
+
+def get_frame(frame_id: int) -> Frame:
+    frame = db.session.get(Frame, frame_id)
+    if frame is None:
+        raise LabelRefused(f"Frame {frame_id} does not exist.", status=404)
+    return frame
+
+
+def unmark_empty(frame: Frame, user: User) -> list[LabelEvent]:
+    """Clear the frame's "no findings" mark, if set (a box is being added to it)."""
+    if not frame.reviewed_empty:
+        return []
+    frame.reviewed_empty = False
+    return [record_event(user, "unmark_empty", "manual", frame=frame,
+                         before={"reviewed_empty": True}, after={"reviewed_empty": False})]
+
+
+def _accept(box: Box, user: User, changes: dict[str, Any] | None = None) -> LabelEvent:
+    """Make a pre-label a manual box of ``user`` (with ``changes`` applied), with its event."""
+    before, source = box.as_dict(), box.source.value
+    for key, value in (changes or {}).items():
+        setattr(box, key, value)
+    box.source, box.author_id = BoxSource.manual, user.id
+    db.session.flush()
+    return record_event(user, "accept", source, frame=box.frame, box_id=box.id, before=before,
+                        after=box.as_dict())
+
+
+@atomic
+def create_box(frame_id: int, payload: dict[str, Any], user: User) -> Change:
+    """A manual box drawn by ``user``; clears the frame's "no findings" mark."""
+    frame = get_frame(frame_id)
+    geometry = _geometry(payload, frame)
+    class_id = _class_id(payload.get("class_id"))
+    events = start_editing(frame, user)
+    box = Box(frame=frame, class_id=class_id, source=BoxSource.manual, author_id=user.id, **geometry)
+    db.session.add(box)
+    events += unmark_empty(frame, user)
+    db.session.flush()
+    events.append(record_event(user, "create", "manual", frame=frame, box_id=box.id,
+                               after=box.as_dict()))
+    return commit(Change(box, events, frame.scene))
+
+
+@atomic
+def update_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
+    """Move, resize or re-class a box. Editing a pre-label accepts it as a manual box."""
+    box = _box(box_id)
+    expected = _row_version(payload)
+    changes: dict[str, Any] = {}
+    if "class_id" in payload:
+        changes["class_id"] = _class_id(payload["class_id"])
+    if any(k in payload for k in ("x", "y", "w", "h")):
+        merged = {k: payload.get(k, getattr(box, k)) for k in ("x", "y", "w", "h")}
+        changes.update(_geometry(merged, box.frame))
+    if not changes:
+        raise LabelRefused("Nothing to change: send class_id and/or x, y, w, h.")
+    check_version(box, expected)
+    events = start_editing(box.frame, user)
+    if box.source != BoxSource.manual:
+        events.append(_accept(box, user, changes))
+    else:
+        before = box.as_dict()
+        for key, value in changes.items():
+            setattr(box, key, value)
+        db.session.flush()
+        events.append(record_event(user, "update", "manual", frame=box.frame, box_id=box.id,
+                                   before=before, after=box.as_dict()))
+    return commit(Change(box, events, box.frame.scene))
+
+
+@atomic
+def delete_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
+    """Remove a box; removing a pre-label is recorded as its rejection."""
+    box = _box(box_id)
+    check_version(box, _row_version(payload))
+    frame = box.frame
+    events = start_editing(frame, user)
+    action = "delete" if box.source == BoxSource.manual else "reject"
+    events.append(record_event(user, action, box.source.value, frame=frame, box_id=box.id,
+                               before=box.as_dict()))
+    db.session.delete(box)
+    return commit(Change(None, events, frame.scene))
+
+
+@atomic
+def accept_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
+    """Turn a pre-label into a manual box, unchanged; the event keeps the model's version."""
+    box = _box(box_id)
+    check_version(box, _row_version(payload))
+    if box.source == BoxSource.manual:
+        raise Conflict(f"Box {box.id} is already a manual box.")
+    events = start_editing(box.frame, user)
+    events.append(_accept(box, user))
+    return commit(Change(box, events, box.frame.scene))
+
+
+@atomic
+def reject_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
+    box = _box(box_id)
+    if box.source == BoxSource.manual:
+        raise Conflict(f"Box {box.id} is a manual box; delete it instead of rejecting it.")
+    return delete_box(box_id, payload, user)
+
+
+def _threshold(payload: dict[str, Any]) -> float:
+    value = _number(payload, "threshold")
+    if not 0.0 <= value <= 1.0:
+        raise LabelRefused("'threshold' must lie between 0 and 1.")
+    return value
+
+
+@atomic
+def accept_above(frame_id: int, payload: dict[str, Any], user: User) -> Change:
+    """Accept every pre-label of the frame scoring at least ``threshold``."""
+    frame = get_frame(frame_id)
+    threshold = _threshold(payload)
+    chosen = [b for b in frame.boxes
+              if b.source != BoxSource.manual and (b.score if b.score is not None else 0.0) >= threshold]
+    events = start_editing(frame, user) if chosen else []
+    events += [_accept(box, user) for box in chosen]
+    return commit(Change(None, events, frame.scene))
+
+
+@atomic
+def set_no_findings(frame_id: int, payload: dict[str, Any], user: User) -> Change:
+    """Mark a frame reviewed-empty (rejecting its remaining pre-labels) or clear the mark."""
+    frame = get_frame(frame_id)
+    empty = payload.get("empty")
+    if not isinstance(empty, bool):
+        raise LabelRefused("'empty' must be true (no findings) or false (clear the mark).")
+    if empty == frame.reviewed_empty:
+        return Change(None, [], frame.scene)
+    if empty:
+        manual = [b for b in frame.boxes if b.source == BoxSource.manual]
+        if manual:
+            raise Conflict(f"Frame {frame.frame_index} has {len(manual)} box(es); delete them "
+                           "before marking it as having no findings.")
+    events = start_editing(frame, user)
+    if empty:
+        for box in list(frame.boxes):
+            events.append(record_event(user, "reject", box.source.value, frame=frame, box_id=box.id,
+                                       before=box.as_dict()))
+            db.session.delete(box)
+    frame.reviewed_empty = empty
+    events.append(record_event(user, "mark_empty" if empty else "unmark_empty", "manual", frame=frame,
+                               before={"reviewed_empty": not empty}, after={"reviewed_empty": empty}))
+    return commit(Change(None, events, frame.scene))

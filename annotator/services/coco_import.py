@@ -1,0 +1,173 @@
+"""Import COCO files of labels (this tool's exports, or another tool's) into an imported video.
+
+The file is checked against the video's frames into an :class:`~.label_import.ImportPlan`,
+which :func:`~.label_import.apply_plan` writes; the rules for matching images, classes and
+boxes are in :mod:`.label_import`.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ..models import BoxSource, Frame, User
+from .label_import import (
+    MATCHES,
+    ImportedBox,
+    ImportPlan,
+    ImportReport,
+    apply_plan,
+    class_ids_by_name,
+    fit_box,
+    is_int,
+    is_number,
+    video_frames,
+)
+
+
+def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
+    """Check a COCO document against the video's frames; every problem goes into the plan."""
+    plan = ImportPlan(video_id)
+    if match not in MATCHES:
+        plan.problem(f"match by frame_index or file_name, not {match!r}")
+        return plan
+    frames = video_frames(video_id)
+    if not isinstance(data, dict):
+        plan.problem("not a COCO object: expected {\"images\": [...], \"annotations\": [...], "
+                     "\"categories\": [...]}")
+        return plan
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            plan.problem(f"'{key}' is missing or not a list")
+    if plan.problems:
+        return plan
+
+    classes = class_ids_by_name()
+    category_class: dict[int, int] = {}
+    unknown_categories: dict[int, str] = {}
+    seen_cat: set[int] = set()
+    for n, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            plan.problem(f"category #{n}: needs an integer 'id' and a 'name'")
+            continue
+        if cat["id"] in seen_cat:
+            plan.problem(f"category id {cat['id']} is used twice")
+            continue
+        seen_cat.add(cat["id"])
+        cid = classes.get(cat["name"].strip().lower())
+        if cid is None:
+            unknown_categories[cat["id"]] = cat["name"]
+        else:
+            category_class[cat["id"]] = cid
+
+    image_frame: dict[int, Frame] = {}
+    source_coords: set[int] = set()  # images whose boxes are in uncropped source pixels
+    skipped: set[int] = set()
+    frame_image: dict[int, int] = {}
+    for n, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not is_int(img.get("id")):
+            plan.problem(f"image #{n}: needs an integer 'id'")
+            continue
+        iid = img["id"]
+        if iid in image_frame or iid in skipped:
+            plan.problem(f"image id {iid} is used twice")
+            continue
+        if is_int(img.get("video_id")) and img["video_id"] != video_id:
+            skipped.add(iid)
+            continue
+        frame = frames.find(img.get("frame_index"), img.get("file_name"), match, f"image {iid}", plan)
+        if frame is None:
+            continue
+        if frame.id in frame_image:
+            plan.problem(f"images {frame_image[frame.id]} and {iid} both match frame "
+                         f"{frame.frame_index}")
+            continue
+        size = (img.get("width", frame.width), img.get("height", frame.height))
+        if size == frames.source_size and size != (frame.width, frame.height):
+            source_coords.add(iid)
+        else:
+            for key, given, have in (("width", size[0], frame.width), ("height", size[1], frame.height)):
+                if given != have:
+                    plan.problem(f"image {iid}: {key} {given} is neither frame {frame.frame_index}'s "
+                                 f"{have} nor the source video's (boxes would be misplaced)")
+        frame_image[frame.id] = iid
+        image_frame[iid] = frame
+        if img.get("reviewed_empty") is True:
+            plan.empty_frames.add(frame.id)
+    plan.matched_frames = set(frame_image)
+    plan.skipped_images = len(skipped)
+
+    listed_images = _ids(data["images"])
+    seen_ann: set[int] = set()
+    used_unknown: Counter[int] = Counter()
+    for n, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or not is_int(ann.get("id")):
+            plan.problem(f"annotation #{n}: needs an integer 'id'")
+            continue
+        aid = ann["id"]
+        where = f"annotation {aid}"
+        if aid in seen_ann:
+            plan.problem(f"annotation id {aid} is used twice")
+            continue
+        seen_ann.add(aid)
+        image_id = ann.get("image_id")
+        if image_id in skipped:
+            continue
+        frame = image_frame.get(image_id) if is_int(image_id) else None
+        if frame is None:
+            if is_int(image_id) and image_id in listed_images:
+                continue  # its image has a problem of its own, already reported
+            plan.problem(f"{where}: image_id {image_id!r} is not an image of the file")
+            continue
+        cat = ann.get("category_id")
+        if cat in unknown_categories:
+            used_unknown[cat] += 1
+            continue
+        if cat not in category_class:
+            plan.problem(f"{where}: category_id {cat!r} is not in 'categories'")
+            continue
+        if ann.get("iscrowd"):
+            plan.problem(f"{where}: crowd regions (iscrowd 1) cannot be imported as boxes")
+            continue
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+            plan.problem(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}")
+            continue
+        geometry = fit_box(*bbox, frame, where, plan,
+                           frames.roi_origin if image_id in source_coords else None)
+        if geometry is None:
+            continue
+        score = ann.get("score")
+        if score is not None and (not is_number(score) or not 0 <= score <= 1):
+            plan.problem(f"{where}: score must be a number from 0 to 1, got {score!r}")
+            continue
+        track_id = ann.get("track_id")
+        if track_id is not None and not is_int(track_id):
+            plan.problem(f"{where}: track_id must be an integer, got {track_id!r}")
+            continue
+        model_version = ann.get("model_version")
+        if model_version is not None and (not isinstance(model_version, str) or len(model_version) > 64):
+            plan.problem(f"{where}: model_version must be a text of up to 64 characters")
+            continue
+        is_model = score is not None
+        plan.boxes.append(ImportedBox(
+            frame.id, category_class[cat], *geometry,
+            source=BoxSource.model if is_model else BoxSource.manual,
+            score=float(score) if is_model else None,
+            model_version=model_version if is_model else None, track_id=track_id))
+    for cat, n in sorted(used_unknown.items()):
+        plan.problem(f"unknown class {unknown_categories[cat]!r} (category {cat}) is used by {n} "
+                     f"annotation(s); the classes are {', '.join(sorted(classes))}")
+    for cat, name in sorted(unknown_categories.items()):
+        if cat not in used_unknown:
+            plan.warnings.append(f"category {name!r} is not a class here and has no annotations; ignored")
+    return plan
+
+
+def _ids(images: list[Any]) -> set[Any]:
+    return {img.get("id") for img in images if isinstance(img, dict)}
+
+
+def import_coco(data: Any, video_id: int, match: str = "frame_index", status: str | None = None,
+                dry_run: bool = False, user: User | None = None) -> ImportReport:
+    """Parse and apply a COCO document; raises :class:`LabelImportRefused` listing problems."""
+    return apply_plan(parse_coco(data, video_id, match), status=status, dry_run=dry_run, user=user)

@@ -1,0 +1,440 @@
+"""Helpers shared by the tests; the fixtures that use them are in conftest.py.
+
+Test files import what they need from here (``from helpers import seed_scene``), never from
+conftest.py or from one another.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+from werkzeug.security import generate_password_hash
+
+from annotator import create_app
+from annotator.db import db
+from annotator.models import (
+    DEFAULT_CLASSES,
+    Box,
+    BoxSource,
+    DatasetVersion,
+    Frame,
+    LabelClass,
+    ModelVersion,
+    Patient,
+    Role,
+    Scene,
+    SceneStatus,
+    User,
+    Video,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PASSWORD = "correct horse battery"
+
+
+# --- real data, users and a served app ---------------------------------------------------------
+
+def shared_file(relpath: str) -> Path:
+    """A file from ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relpath
+    if not path.exists():
+        pytest.skip(f"real data {relpath} absent (../shared/data is not beside this checkout)")
+    return path
+
+
+@functools.cache
+def password_hash() -> str:
+    """``PASSWORD`` hashed once per run: hashing is slow on purpose (scrypt, about 70 ms), and
+    every test's app has a user of each role."""
+    return generate_password_hash(PASSWORD)
+
+
+def populate(app) -> None:
+    """Tables, the label classes and a user of every role (named after the role)."""
+    with app.app_context():
+        db.create_all()
+        # The migration seeds the classes too; create_all() is the fast path for tests.
+        db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
+        for role in Role:
+            db.session.add(User(username=role.value, role=role, password_hash=password_hash()))
+        db.session.commit()
+
+
+def make_live_app(tmp_path: Path, **config):
+    """An app over a SQLite file with the classes and a user of every role."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'live.sqlite'}",
+                      "SONOLABEL_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "browser-test",
+                      **config})
+    populate(app)
+    return app
+
+
+@contextmanager
+def served(app) -> Iterator:
+    """Serve ``app`` from a thread on a free loopback port; sets ``app.base_url``."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    app.base_url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield app
+    finally:
+        server.shutdown()
+        thread.join(5)
+        with app.app_context():
+            db.engine.dispose()
+
+
+# --- a small labelled scene written straight into the database and the frame store ----------
+
+@dataclass
+class Seeded:
+    scene_id: int
+    video_id: int
+    frame_ids: list[int]
+    prelabel_ids: list[int] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+
+
+def _frame_png(i: int, width: int, height: int) -> bytes:
+    """A speckled fan of grey with a dark round lesion that drifts a little from frame to frame."""
+    rng = np.random.default_rng(i)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 90 + 60 * np.exp(-((xx - width / 2) ** 2) / (2 * (width / 3) ** 2)) * (1 - yy / (1.6 * height))
+    lesion = ((xx - (0.4 * width + 2 * i)) ** 2 + (yy - 0.5 * height) ** 2) < (0.12 * height) ** 2
+    vessel = np.abs(yy - (0.3 * height + 0.15 * xx)) < 0.03 * height
+    img = base * (1 - 0.65 * lesion) * (1 - 0.7 * vessel) + rng.normal(0, 14, (height, width))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def seed_scene(app, frames: int = 4, width: int = 160, height: int = 120, prelabels: int = 0,
+               patient: str = "P001", status: SceneStatus = SceneStatus.new,
+               model_version: str = "two-frame-v3") -> Seeded:
+    """A video with one scene of ``frames`` frames; ``prelabels`` model boxes on the first frame
+    with scores 0.9, 0.3, 0.8, 0.2, ... ."""
+    data_dir = Path(app.config["SONOLABEL_DATA_DIR"])
+    with app.app_context():
+        pat = db.session.scalar(db.select(Patient).filter_by(code=patient)) or Patient(code=patient)
+        n_videos = db.session.scalar(db.select(db.func.count(Video.id)))
+        video = Video(patient=pat, source_sha256=hashlib.sha256(f"{patient}{n_videos}".encode()).hexdigest(),
+                      source_name=f"clip{n_videos}.mp4", container="mp4", codec="h264", fps=10.0,
+                      frame_count=frames, width=width, height=height, roi_x=0, roi_y=0, roi_w=width,
+                      roi_h=height, deidentified=True)
+        scene = Scene(video=video, first_frame=0, last_frame=frames - 1, status=status)
+        db.session.add_all([pat, video, scene])
+        rows = []
+        for i in range(frames):
+            png = _frame_png(i + 100 * n_videos, width, height)
+            sha = hashlib.sha256(png).hexdigest()
+            frame = Frame(video=video, scene=scene, frame_index=i, timestamp_ms=100.0 * i, sha256=sha,
+                          width=width, height=height)
+            path = data_dir / frame.relpath
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            rows.append(frame)
+        db.session.add_all(rows)
+        db.session.flush()
+        boxes = []
+        for k in range(prelabels):
+            score = [0.9, 0.3, 0.8, 0.2, 0.7, 0.1][k % 6]
+            boxes.append(Box(frame=rows[0], class_id=1 + k % 2, x=10 + 30 * k % (width - 40), y=10 + 20 * k % (height - 40),
+                             w=24, h=20, source=BoxSource.model, score=score, model_version=model_version))
+        db.session.add_all(boxes)
+        db.session.commit()
+        return Seeded(scene.id, video.id, [f.id for f in rows], [b.id for b in boxes], width, height)
+
+
+# --- job set-up: a labelled scene frozen into a dataset version, an untrained model ----------
+
+def lesion_box(i: int, width: int, height: int) -> dict[str, float]:
+    """Where seed_scene draws frame i's lesion (a disc drifting 2 px a frame), as a box."""
+    r = 0.12 * height
+    cx, cy = 0.4 * width + 2 * i, 0.5 * height
+    return {"x": round(cx - r, 1), "y": round(cy - r, 1), "w": round(2 * r, 1), "h": round(2 * r, 1)}
+
+
+def labelled_scene(app, frames: int = 4, width: int = 160, height: int = 120, patient: str = "P001",
+                   status: SceneStatus = SceneStatus.new):
+    """A seeded scene with a manual tumour box on every frame."""
+    seeded = seed_scene(app, frames=frames, width=width, height=height, patient=patient, status=status)
+    with app.app_context():
+        for i, frame_id in enumerate(seeded.frame_ids):
+            db.session.add(Box(frame_id=frame_id, class_id=1, source=BoxSource.manual,
+                               **lesion_box(i, width, height)))
+        db.session.commit()
+    return seeded
+
+
+def tiny_version(app, name: str = "tiny", **kw):
+    """A one-part (train) dataset version of a labelled scene; returns (seeded, version id)."""
+    from annotator.services.dataset_create import create_version
+    from annotator.services.dataset_split import Selection, SplitSpec
+
+    seeded = labelled_scene(app, **kw)
+    with app.app_context():
+        version = create_version(name, Selection(statuses=()), SplitSpec(ratios=(1.0, 0.0, 0.0)))
+        return seeded, version.id
+
+
+def untrained_model(app, kind: str = "two_frame", size: int = 64, active: bool = True) -> tuple[int, str]:
+    """An untrained detector saved and registered as a model version; returns (id, name)."""
+    import torch
+
+    from detector.checkpoint import save_model
+    from detector.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=kind, num_classes=3, size=size), load_backbone_weights=False)
+    categories = [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]
+    with app.app_context():
+        version = ModelVersion(name=f"pending-{kind}", kind=kind, config={"size": size}, metrics={},
+                               file_sha256="0" * 64, active=active)
+        db.session.add(version)
+        db.session.flush()
+        version.name = f"{kind}-v{version.id}"
+        folder = Path(app.config["SONOLABEL_DATA_DIR"]) / "models" / str(version.id)
+        folder.mkdir(parents=True)
+        save_model(folder / "model.pt", model, categories)
+        version.file_sha256 = hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()
+        db.session.commit()
+        return version.id, version.name
+
+
+# --- videos, frames and boxes as rows, with tiny PNGs in the data directory ------------------
+
+_counter = iter(range(1, 10**9))
+
+
+def write_png(app, image: np.ndarray) -> tuple[str, int, int]:
+    """Store ``image`` as the frame store would; its SHA-256, width, height."""
+    png = cv2.imencode(".png", image)[1].tobytes()
+    sha = hashlib.sha256(png).hexdigest()
+    path = Path(app.config["SONOLABEL_DATA_DIR"]) / "frames" / sha[:2] / f"{sha}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return sha, image.shape[1], image.shape[0]
+
+
+def noise(width: int = 64, height: int = 48) -> np.ndarray:
+    return np.random.default_rng(next(_counter)).integers(0, 255, (height, width), dtype=np.uint8)
+
+
+def make_video(app, patient: str, scenes: list[str], frames_per_scene: int = 3,
+               width: int = 64, height: int = 48, images: list[np.ndarray] | None = None) -> int:
+    """A video of ``patient`` with one scene per status in ``scenes``; its id. Frame indices
+    run 0, 1, 2, ... over the scenes in order; every frame has distinct content unless
+    ``images`` gives them."""
+    patient_row = db.session.scalar(sa.select(Patient).filter_by(code=patient)) or Patient(code=patient)
+    n = next(_counter)
+    video = Video(patient=patient_row, source_sha256=f"{n:064d}", source_name=f"{patient}-{n}.mp4",
+                  container="mp4", codec="h264", fps=20.0, frame_count=len(scenes) * frames_per_scene,
+                  width=width, height=height, roi_x=0, roi_y=0, roi_w=width, roi_h=height)
+    db.session.add(video)
+    index = 0
+    for status in scenes:
+        scene = Scene(video=video, first_frame=index, last_frame=index + frames_per_scene - 1,
+                      status=SceneStatus(status))
+        db.session.add(scene)
+        for _ in range(frames_per_scene):
+            image = images[index] if images is not None else noise(width, height)
+            sha, w, h = write_png(app, image)
+            db.session.add(Frame(video=video, scene=scene, frame_index=index,
+                                 timestamp_ms=50.0 * index, sha256=sha, width=w, height=h))
+            index += 1
+    db.session.commit()
+    return video.id
+
+
+def frames_of(video_id: int) -> list[Frame]:
+    """The frames of a video in order."""
+    return list(db.session.scalars(sa.select(Frame).filter_by(video_id=video_id).order_by(Frame.frame_index)))
+
+
+def make_box(frame: Frame, class_id: int = 1, x: float = 4, y: float = 6, w: float = 10,
+             h: float = 8, **kw) -> Box:
+    box = Box(frame=frame, class_id=class_id, x=x, y=y, w=w, h=h, **kw)
+    db.session.add(box)
+    return box
+
+
+def label_all(video_id: int) -> None:
+    """One tumour box on every frame, and a vessel box on every other one."""
+    for f in frames_of(video_id):
+        make_box(f, 1, x=2 + f.frame_index, y=3, w=12, h=9)
+        if f.frame_index % 2:
+            make_box(f, 2, x=30, y=20, w=8, h=8)
+    db.session.commit()
+
+
+def world(app, patients: int = 4, statuses: tuple[str, ...] = ("reviewed", "reviewed", "new")
+          ) -> dict[str, list[int]]:
+    """``patients`` patients with one labelled video each; patient code -> [video id]."""
+    out: dict[str, list[int]] = {}
+    with app.app_context():
+        for p in range(patients):
+            code = f"P{p + 1:02d}"
+            vid = make_video(app, code, list(statuses))
+            label_all(vid)
+            out[code] = [vid]
+    return out
+
+
+def cli(app, *args: str):
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def version_row(app, name: str) -> DatasetVersion:
+    return db.session.scalar(sa.select(DatasetVersion).filter_by(name=name))
+
+
+def boxes(video_id: int) -> list[tuple]:
+    """The boxes of a video, frame by frame, as tuples of their stored fields."""
+    rows = db.session.execute(
+        sa.select(Frame.frame_index, Box.class_id, Box.x, Box.y, Box.w, Box.h, Box.source, Box.score,
+                  Box.model_version, Box.track_id, Box.author_id)
+        .join(Frame).where(Frame.video_id == video_id).order_by(Frame.frame_index, Box.id)).all()
+    return [tuple(r) for r in rows]
+
+
+# --- video and DICOM files to import -------------------------------------------------------
+
+W, H = 224, 176
+# The fan: apex above the top edge, so the sector is a trapezoid with an arc at the bottom.
+SECTOR = np.array([[92, 30], [132, 30], [196, 150], [112, 166], [28, 150]], np.int32)
+TEXT_ORG = (4, 14)  # burned-in "patient" text, top-left, outside the sector
+
+
+def sector_mask() -> np.ndarray:
+    mask = np.zeros((H, W), np.uint8)
+    cv2.fillConvexPoly(mask, SECTOR, 255)
+    return mask
+
+
+def synthetic_frames(n: int, seed: int = 0, colour_blob: bool = False) -> list[np.ndarray]:
+    """Moving speckle inside a sector, static white text and a logo outside it (BGR)."""
+    rng = np.random.default_rng(seed)
+    mask = sector_mask()
+    frames = []
+    for i in range(n):
+        img = np.full((H, W, 3), 40, np.uint8)  # the scanner's grey interface
+        speckle = rng.integers(30, 220, (H, W), dtype=np.uint8)
+        speckle = cv2.GaussianBlur(speckle, (3, 3), 0)
+        img[mask > 0] = speckle[mask > 0, None]
+        if colour_blob:
+            cv2.circle(img, (112 + (i % 5), 100), 10, (0, 0, 230), -1)  # red "Doppler"
+        cv2.putText(img, "DOE^JANE 1951", TEXT_ORG, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        cv2.rectangle(img, (190, 40), (214, 60), (255, 255, 255), -1)  # a static logo
+        frames.append(img)
+    return frames
+
+
+def write_video(path: Path, n: int = 30, fourcc: str = "MJPG", fps: float = 15.0, **kw) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
+    for frame in synthetic_frames(n, **kw):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def write_dicom(path: Path, frames: np.ndarray, photometric: str, **extra) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "DOE^JANE"
+    ds.Modality = "US"
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = photometric
+    if frames.ndim == 4:
+        ds.SamplesPerPixel = 3
+        ds.PlanarConfiguration = 0
+    else:
+        ds.SamplesPerPixel = 1
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def data_files(app) -> list[Path]:
+    return sorted(p for p in Path(app.config["SONOLABEL_DATA_DIR"]).rglob("*") if p.is_file())
+
+
+def assert_nothing_left(app) -> None:
+    for model in (Video, Frame, Scene, Patient):
+        assert db.session.scalar(db.select(db.func.count()).select_from(model)) == 0, model
+    assert data_files(app) == []
+
+
+# --- textures for the flow tests ----------------------------------------------------------
+
+def texture(h: int = 200, w: int = 240, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 255, (h, w)).astype(np.uint8), (0, 0), 2.0)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, m, image.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+# --- a tiny COCO video set for the detector tests -------------------------------------------
+
+def make_tiny_coco(root: Path, videos: int = 2, frames: int = 4, w: int = 96, h: int = 80,
+                   seed: int = 0) -> Path:
+    """Textured frames with one bright moving blob each; frames chained by video_id and
+    frame_index. Returns the COCO path; images are in ``root / "img"``."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for v in range(videos):
+        background = cv2.GaussianBlur(rng.integers(0, 90, (h + 40, w + 40)).astype(np.uint8),
+                                      (0, 0), 1.5)
+        cx, cy = rng.uniform(25, w - 35), rng.uniform(25, h - 30)
+        for f in range(frames):
+            image = background[2 * f:2 * f + h, 3 * f:3 * f + w].copy()
+            x, y = int(cx + 2 * f), int(cy + f)
+            cv2.circle(image, (x, y), 10, 230, -1)
+            name = f"v{v}_{f:03d}.png"
+            cv2.imwrite(str(root / "img" / name), image)
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": name, "width": w, "height": h,
+                           "video_id": f"v{v}", "frame_index": f})
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": 1,
+                         "bbox": [x - 11, y - 11, 22, 22], "area": 484, "iscrowd": 0})
+    coco = {"info": {}, "images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]}
+    path = root / "ann.json"
+    path.write_text(json.dumps(coco))
+    return path
