@@ -11,6 +11,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: config, extensions, blueprints, CLI groups."""
     app = Flask(__name__, instance_path=os.environ.get("SONOLABEL_INSTANCE_DIR") or None,
                 instance_relative_config=True)
+    from .request_args import IdConverter, StrictJSONProvider
+
+    # Before any route exists: every <int:id> is read by IdConverter.
+    app.url_map.converters["int"] = IdConverter
+    app.json = StrictJSONProvider(app)
+    # Browsers ask for /favicon.ico on every site, logged in or not: a static file.
+    app.add_url_rule("/favicon.ico", endpoint="static", defaults={"filename": "favicon.ico"})
     os.makedirs(app.instance_path, exist_ok=True)
     from .config import load_config
 
@@ -27,6 +34,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
+    from .security import init_security
+
+    init_security(app)
 
     from . import api, auth, errors, videos, workspace
 

@@ -18,18 +18,12 @@ from flask_login import current_user
 from .auth import ALL_ROLES, roles_required
 from .db import db
 from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
+from .request_args import int_arg, json_object
 from .services import box_edits, event_log, undo, workflow
 from .services.workflow import Change, LabelRefused
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 EDIT = (Role.annotator,)
-
-
-def _payload() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise LabelRefused("Send a JSON object (Content-Type: application/json).")
-    return data
 
 
 def _usernames() -> dict[int, str]:
@@ -68,20 +62,21 @@ def _change(change: Change) -> dict[str, Any]:
 
 def _permissions(scene: Scene) -> dict[str, bool]:
     role = current_user.role
+    # The workspace shows edit tools only where the server would take the edit.
+    editor = role in workflow.EDITOR_ROLES
     return {
-        "edit": role in workflow.EDITOR_ROLES and scene.status in workflow.EDITABLE,
+        "edit": editor and workflow.edit_refused(scene, current_user) is None,
         "review": role in workflow.REVIEWER_ROLES,
-        "submit": role in workflow.EDITOR_ROLES,
+        "submit": editor and workflow.edit_refused(scene, current_user) is None,
     }
 
 
 @bp.get("/scenes")
 @roles_required(*ALL_ROLES)
 def scenes() -> Any:
-    video_id = request.args.get("video_id", type=int)
-    found = workflow.find_scenes(status=request.args.get("status", ""), video_id=video_id,
-                               patient=request.args.get("patient", ""),
-                               assignee=request.args.get("assignee", ""))
+    found = workflow.find_scenes(status=request.args.get("status", ""), video_id=int_arg("video_id"),
+                                 patient=request.args.get("patient", ""),
+                                 assignee=request.args.get("assignee", ""))
     names = _usernames()
     return jsonify(scenes=[scene_json(s, names) for s in found])
 
@@ -125,37 +120,37 @@ def frame_boxes(frame_id: int) -> Any:
 @bp.post("/frames/<int:frame_id>/boxes")
 @roles_required(*EDIT)
 def create_box(frame_id: int) -> Any:
-    return _change(box_edits.create_box(frame_id, _payload(), current_user)), 201
+    return _change(box_edits.create_box(frame_id, json_object(), current_user)), 201
 
 
 @bp.patch("/boxes/<int:box_id>")
 @roles_required(*EDIT)
 def update_box(box_id: int) -> Any:
-    return _change(box_edits.update_box(box_id, _payload(), current_user))
+    return _change(box_edits.update_box(box_id, json_object(), current_user))
 
 
 @bp.delete("/boxes/<int:box_id>")
 @roles_required(*EDIT)
 def delete_box(box_id: int) -> Any:
-    return _change(box_edits.delete_box(box_id, _payload(), current_user))
+    return _change(box_edits.delete_box(box_id, json_object(), current_user))
 
 
 @bp.post("/boxes/<int:box_id>/accept")
 @roles_required(*EDIT)
 def accept_box(box_id: int) -> Any:
-    return _change(box_edits.accept_box(box_id, _payload(), current_user))
+    return _change(box_edits.accept_box(box_id, json_object(), current_user))
 
 
 @bp.post("/boxes/<int:box_id>/reject")
 @roles_required(*EDIT)
 def reject_box(box_id: int) -> Any:
-    return _change(box_edits.reject_box(box_id, _payload(), current_user))
+    return _change(box_edits.reject_box(box_id, json_object(), current_user))
 
 
 @bp.post("/frames/<int:frame_id>/accept-above")
 @roles_required(*EDIT)
 def accept_above(frame_id: int) -> Any:
-    answer = _change(box_edits.accept_above(frame_id, _payload(), current_user))
+    answer = _change(box_edits.accept_above(frame_id, json_object(), current_user))
     names = _usernames()
     return {**answer, "boxes": [box_json(b, names) for b in db.session.get(Frame, frame_id).boxes]}
 
@@ -163,27 +158,29 @@ def accept_above(frame_id: int) -> Any:
 @bp.post("/frames/<int:frame_id>/no-findings")
 @roles_required(*EDIT)
 def no_findings(frame_id: int) -> Any:
-    answer = _change(box_edits.set_no_findings(frame_id, _payload(), current_user))
+    answer = _change(box_edits.set_no_findings(frame_id, json_object(), current_user))
     return {**answer, "reviewed_empty": db.session.get(Frame, frame_id).reviewed_empty}
 
 
 @bp.post("/events/revert")
 @roles_required(*EDIT)
 def revert() -> Any:
-    return _change(undo.revert_events(_payload().get("event_ids") or [], current_user))
+    return _change(undo.revert_events(json_object().get("event_ids"), current_user))
 
 
 @bp.post("/scenes/<int:scene_id>/status")
 @roles_required(Role.annotator, Role.reviewer)
 def scene_status(scene_id: int) -> Any:
-    return _change(workflow.change_status(scene_id, _payload(), current_user))
+    return _change(workflow.change_status(scene_id, json_object(), current_user))
 
 
 @bp.post("/scenes/assign")
 @roles_required(Role.data_manager)
 def assign_scenes() -> Any:
-    data = _payload()
-    scenes = workflow.assign_scenes(data.get("scene_ids"), data.get("assignee"), current_user)
+    data = json_object()
+    if "assignee" not in data:  # leaving it out must not unassign by accident
+        raise LabelRefused("'assignee' is required: a user name, or null to unassign.")
+    scenes = workflow.assign_scenes(data.get("scene_ids"), data["assignee"], current_user)
     names = _usernames()
     return jsonify(scenes=[{"id": s.id, "assignee": names.get(s.assignee_id)} for s in scenes])
 
@@ -199,14 +196,14 @@ def event_json(ev: LabelEvent, names: dict[int, str]) -> dict[str, Any]:
 def scene_events(scene_id: int) -> Any:
     db.get_or_404(Scene, scene_id)
     names = _usernames()
-    events = event_log.scene_events(scene_id, request.args.get("frame_id", type=int))
+    events = event_log.scene_events(scene_id, int_arg("frame_id"))
     return jsonify(events=[event_json(e, names) for e in events])
 
 
 @bp.get("/model-feedback")
 @roles_required(*ALL_ROLES)
 def model_feedback() -> Any:
-    return jsonify(versions=event_log.model_feedback(request.args.get("scene_id", type=int)))
+    return jsonify(versions=event_log.model_feedback(int_arg("scene_id")))
 
 
 @bp.get("/openapi.json")

@@ -1,18 +1,19 @@
 """Every ``sonolabel`` command group registered on the Flask CLI; ``users`` and ``demo`` live here."""
 from __future__ import annotations
 
-import secrets
 import sys
 
 import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from .cli_support import CommandGroup, fail
+from .check_cli import check_command
+from .cli_support import CommandGroup
 from .dataset_cli import datasets_cli, export_cli, labels_cli
 from .db import db
 from .jobs_cli import register as register_jobs
 from .models import Role, User
+from .services import accounts
 from .video_cli import videos_cli
 
 
@@ -25,6 +26,7 @@ def register_commands(app: Flask) -> None:
     for command in (users_cli, videos_cli, demo_command, datasets_cli, export_cli, labels_cli):
         cli.add_command(command)
     register_jobs(app)  # worker, jobs, models
+    cli.add_command(check_command)
 
 
 @click.group("users", help="Manage users and their roles.")
@@ -38,19 +40,38 @@ def users_cli() -> None:
 @with_appcontext
 def create_user(name: str, role: str) -> None:
     """Create NAME; the password is read from stdin, or generated and printed once."""
-    if db.session.scalar(db.select(User).filter_by(username=name)):
-        fail(f"user {name!r} exists")
-    if not 1 <= len(name) <= 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        fail("user names are 1-64 letters, digits, '.', '-' or '_'")
-    password = "" if sys.stdin.isatty() else sys.stdin.readline().strip()
-    generated = not password
-    if generated:
-        password = secrets.token_urlsafe(12)
-    user = User(username=name, role=Role(role))
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    click.echo(f"created {role} {name}" + (f" with password: {password}" if generated else ""))
+    _, generated = accounts.create_user(name, Role(role), _password_from_stdin())
+    click.echo(f"created {role} {name}" + (f" with password: {generated}" if generated else ""))
+
+
+@users_cli.command("set-password")
+@click.argument("name")
+@with_appcontext
+def set_password(name: str) -> None:
+    """Give NAME a new password (from stdin, or generated and printed once); logs NAME out."""
+    generated = accounts.set_password(name, _password_from_stdin())
+    click.echo(f"new password for {name}" + (f": {generated}" if generated else " set"))
+
+
+def _activation_command(verb: str, active: bool, help_text: str) -> click.Command:
+    @click.command(verb, help=help_text)
+    @click.argument("name")
+    @with_appcontext
+    def command(name: str) -> None:
+        accounts.set_active(name, active)
+        click.echo(f"{verb}d {name}")
+
+    return command
+
+
+users_cli.add_command(_activation_command(
+    "deactivate", False, "NAME may no longer log in; their sessions end now. Their labels stay."))
+users_cli.add_command(_activation_command("activate", True, "NAME may log in again."))
+
+
+def _password_from_stdin() -> str | None:
+    """The first line piped in, or None (at a terminal, or an empty line): generate one."""
+    return None if sys.stdin.isatty() else sys.stdin.readline().strip() or None
 
 
 DEMO_PATIENT = "DEMO-001"
@@ -70,11 +91,7 @@ def demo_command(frames: int) -> None:
 
     upgrade()
     if db.session.scalar(db.select(User).filter_by(role=Role.admin)) is None:
-        password = secrets.token_urlsafe(12)
-        admin = User(username="admin", role=Role.admin)
-        admin.set_password(password)
-        db.session.add(admin)
-        db.session.commit()
+        _, password = accounts.create_user("admin", Role.admin, None)
         click.echo(f"admin user: admin  password: {password}  (shown once; keep it)")
     if db.session.scalar(db.select(db.func.count(Video.id))) == 0:
         out = data_dir() / "demo"

@@ -33,7 +33,18 @@ def load_config(instance_path: str) -> dict[str, Any]:
         "WTF_CSRF_CHECK_DEFAULT": False,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # Failed log-ins allowed per user name, and per client address, in a moving window.
+        "SONOLABEL_LOGIN_LIMIT": os.environ.get("SONOLABEL_LOGIN_LIMIT", "10 per 15 minutes"),
+        "SONOLABEL_LOGIN_ADDRESS_LIMIT": os.environ.get("SONOLABEL_LOGIN_ADDRESS_LIMIT", "50 per 15 minutes"),
+        # Served over HTTPS: cookies are sent only over HTTPS.
+        "SONOLABEL_HTTPS": _flag("SONOLABEL_HTTPS"),
+        # Behind one reverse proxy: trust its X-Forwarded-For/-Proto/-Host.
+        "SONOLABEL_PROXY_FIX": _flag("SONOLABEL_PROXY_FIX"),
     }
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _instance_secret(instance: Path) -> str:

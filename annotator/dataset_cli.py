@@ -13,16 +13,13 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 
-from .cli_support import fail
+from .cli_support import ID, fail
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...]:
     if not text:
         return ()
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        fail(f"{what} must be comma-separated numbers, not {text!r}")
+    return tuple(ID.parse(v.strip(), what) for v in text.split(","))
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -37,6 +34,8 @@ def _read_json(path: str) -> Any:
         fail(f"cannot read {path}: {err.strerror}")
     except (ValueError, UnicodeDecodeError) as err:
         fail(f"{path} is not valid JSON: {err}")
+    except RecursionError:
+        fail(f"{path} is not valid JSON: nested too deeply")
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -142,8 +141,8 @@ def export_coco_cmd(version: str, out: str) -> None:
 
 @export_cli.command("labelstudio")
 @click.argument("version", required=False)
-@click.option("--scene", "scene_id", type=int, help="Export this scene (as it is now) instead.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.option("--scene", "scene_id", type=ID, help="Export this scene (as it is now) instead.")
+@click.option("--out", required=True, type=click.Path(),
               help="Tasks JSON; the labeling config is written beside it as <out>.xml.")
 @click.option("--image-prefix", default="", help="Put before each image file name, e.g. "
               "/data/local-files/?d=sonolabel/")
@@ -193,16 +192,36 @@ _MATCH = click.Choice(["frame_index", "file_name"])
 _STATUS = click.Choice(["new", "in_progress", "submitted", "reviewed", "returned"])
 
 
+def _reopen_options(fn: Any) -> Any:
+    """``--as``, ``--reopen`` and ``--reason``: who imports, and an admin's leave to change
+    submitted or reviewed scenes (refused without it)."""
+    fn = click.option("--reason", help="Why the locked scenes are reopened (with --reopen; "
+                      "kept as their review comment and in the audit).")(fn)
+    fn = click.option("--reopen", is_flag=True, help="Reopen the submitted or reviewed scenes "
+                      "this import changes (back to returned); admins only, needs --as and "
+                      "--reason.")(fn)
+    return click.option("--as", "as_user", metavar="NAME",
+                        help="The user the import is recorded under (an admin for --reopen).")(fn)
+
+
 def _run_import(kind: str, path: str, video: int, match: str, status: str | None, dry_run: bool,
-                as_json: bool) -> None:
+                as_json: bool, as_user: str | None, reopen: bool, reason: str | None) -> None:
     from .services.coco_import import import_coco
     from .services.label_import import LabelImportRefused
     from .services.labelstudio import import_labelstudio
+    from .services.workflow import active_user, reopen_leave
 
+    if reason is not None and not reopen:
+        fail("--reason goes with --reopen")
+    if reopen and as_user is None:
+        fail("--reopen needs --as NAME: an admin, recorded as who reopened the scenes")
+    user = active_user(as_user) if as_user is not None else None
+    leave = reopen_leave(user, reason) if reopen else None
     data = _read_json(path)
     run = import_coco if kind == "coco" else import_labelstudio
     try:
-        report = run(data, video, match=match, status=status, dry_run=dry_run)
+        report = run(data, video, match=match, status=status, dry_run=dry_run, user=user,
+                     reopen=leave)
     except LabelImportRefused as err:
         for problem in err.problems:
             click.echo(f"problem: {problem}")
@@ -215,29 +234,34 @@ def _run_import(kind: str, path: str, video: int, match: str, status: str | None
 
 
 @labels_cli.command("import")
-@click.argument("annotations", type=click.Path(dir_okay=False))
-@click.option("--video", type=int, required=True, help="The imported video the labels belong to.")
+@click.argument("annotations", type=click.Path())
+@click.option("--video", type=ID, required=True, help="The imported video the labels belong to.")
 @click.option("--match", type=_MATCH, default="frame_index", show_default=True)
 @click.option("--status", type=_STATUS, help="Set the touched scenes to this status.")
 @click.option("--dry-run", is_flag=True, help="Check and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True)
+@_reopen_options
 @with_appcontext
 def import_cmd(annotations: str, video: int, match: str, status: str | None, dry_run: bool,
-               as_json: bool) -> None:
+               as_json: bool, as_user: str | None, reopen: bool, reason: str | None) -> None:
     """Import a COCO file's boxes into VIDEO's frames (all or nothing)."""
-    _run_import("coco", annotations, video, match, status, dry_run, as_json)
+    _run_import("coco", annotations, video, match, status, dry_run, as_json, as_user, reopen,
+                reason)
 
 
 @labels_cli.command("import-labelstudio")
-@click.argument("export", type=click.Path(dir_okay=False))
-@click.option("--video", type=int, required=True)
+@click.argument("export", type=click.Path())
+@click.option("--video", type=ID, required=True)
 @click.option("--match", type=_MATCH, default="frame_index", show_default=True,
               help="data.frame_index of the task, or the file name in data.image.")
 @click.option("--status", type=_STATUS, help="Set the touched scenes to this status.")
 @click.option("--dry-run", is_flag=True, help="Check and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True)
+@_reopen_options
 @with_appcontext
 def import_labelstudio_cmd(export: str, video: int, match: str, status: str | None, dry_run: bool,
-                           as_json: bool) -> None:
+                           as_json: bool, as_user: str | None, reopen: bool,
+                           reason: str | None) -> None:
     """Import a Label Studio JSON export (annotations and predictions) into VIDEO's frames."""
-    _run_import("labelstudio", export, video, match, status, dry_run, as_json)
+    _run_import("labelstudio", export, video, match, status, dry_run, as_json, as_user, reopen,
+                reason)

@@ -12,6 +12,7 @@ from .auth import roles_required
 from .db import db
 from .errors import redirect_on_refusal, show_form_on_refusal, wants_json
 from .models import DatasetVersion, LabelClass, Patient, Role, Scene, SceneStatus, Video
+from .request_args import form_ints, parse_int
 
 bp = Blueprint("datasets", __name__)
 MANAGERS = (Role.data_manager,)  # admins pass every check
@@ -45,15 +46,12 @@ def new() -> Any:
 @roles_required(*MANAGERS)
 def create() -> Any:
     from .services.dataset_create import create_version
-    from .services.dataset_split import DatasetRefused, Selection, SplitSpec, parse_ratios
+    from .services.dataset_split import Selection, SplitSpec, parse_ratios
 
     form = request.form
     show_form_on_refusal("datasets/new.html", lambda: {"form": form, **_form_context()})
-    try:
-        video_ids = tuple(int(v) for v in form.getlist("video"))
-        seed = int(form.get("seed", "0") or 0)
-    except ValueError:
-        raise DatasetRefused("Videos and the seed are whole numbers.") from None
+    video_ids = tuple(form_ints("video"))
+    seed = parse_int(form.get("seed", "").strip() or "0", "'seed'", 0)
     ratios = parse_ratios(",".join(form.get(k, "") for k in ("train", "val", "test")))
     selection = Selection(statuses=tuple(form.getlist("status")), video_ids=video_ids,
                           patient_codes=tuple(form.getlist("patient")),

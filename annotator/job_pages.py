@@ -17,6 +17,7 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .errors import redirect_on_refusal
 from .models import DatasetVersion, Role
+from .request_args import json_object, parse_int
 from .services import job_runner
 from .services import models_registry as registry
 from .services.job_spec import TERMINAL, JobRefused
@@ -42,10 +43,8 @@ def index() -> Any:
 @roles_required(*ALL_ROLES)
 def status() -> Any:
     raw = request.args.get("ids", "").strip()
-    try:
-        ids = [int(i) for i in raw.split(",") if i.strip()] if raw else None
-    except ValueError:
-        return jsonify(error="ids are job ids separated by commas"), 400
+    ids = [parse_int(i.strip(), "Query parameter 'ids' (job ids separated by commas)", 1)
+           for i in raw.split(",") if i.strip()] if raw else None
     jobs = job_runner.list_jobs(200, ids)
     return jsonify(jobs=[job_runner.job_json(j, full=True) for j in jobs])
 
@@ -55,8 +54,10 @@ def status() -> Any:
 def start() -> Any:
     back = redirect_on_refusal(url_for("jobs.index"))
     if request.is_json:
-        body = request.get_json(silent=True) or {}
-        kind, params = str(body.get("kind") or ""), body.get("params") or {}
+        body = json_object()
+        kind, params = body.get("kind") or "", body.get("params") or {}
+        if not isinstance(kind, str) or not isinstance(params, dict):
+            raise JobRefused("'kind' is the kind of job (text) and 'params' an object.")
     else:
         from .services.job_kinds import KINDS
 
@@ -77,9 +78,8 @@ def start() -> Any:
 @roles_required(*ALL_ROLES)
 def cancel() -> Any:
     back = redirect_on_refusal(url_for("jobs.index"))
-    body = request.get_json(silent=True) if request.is_json else request.form
-    job = job_runner.cancel_job(_job_id((body or {}).get("job_id")),
-                                current_user._get_current_object())
+    body = json_object() if request.is_json else request.form
+    job = job_runner.cancel_job(_job_id(body.get("job_id")), current_user._get_current_object())
     if request.is_json:
         return jsonify(job=job_runner.job_json(job, full=True))
     flash(f"Job {job.id}: cancel requested.", "info")
@@ -87,7 +87,9 @@ def cancel() -> Any:
 
 
 def _job_id(value: Any) -> int:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        raise JobRefused("Say which job (an id).") from None
+    """A job id from JSON (a number) or a form (text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise JobRefused("Say which job ('job_id', an id).")
+    return parse_int(value.strip(), "'job_id'", 1)

@@ -14,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from .cli_support import fail
+from .cli_support import ID, WholeNumber, fail
 from .db import db
 from .models import Job, JobStatus
 
@@ -122,7 +122,7 @@ def _wait(job_id: int, timeout: float | None) -> Job:
 
 @jobs_cli.command("list", help="The newest jobs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", type=WholeNumber(1), default=20, show_default=True)
 @with_appcontext
 def list_command(as_json: bool, limit: int) -> None:
     from .services.job_runner import job_json, list_jobs
@@ -137,7 +137,7 @@ def list_command(as_json: bool, limit: int) -> None:
 
 
 @jobs_cli.command("show", help="One job as JSON, with its log tail.")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @with_appcontext
 def show_command(job_id: int) -> None:
     from .services.job_runner import get_job, job_json
@@ -146,7 +146,7 @@ def show_command(job_id: int) -> None:
 
 
 @jobs_cli.command("cancel", help="Cancel a queued or running job.")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @with_appcontext
 def cancel_command(job_id: int) -> None:
     from .services.job_runner import cancel_job, job_json

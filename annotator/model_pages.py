@@ -17,6 +17,7 @@ from .db import db
 from .errors import redirect_on_refusal
 from .models import DatasetVersion, EvaluationReport
 from .plots import class_colors, paired_plot, pr_plot, sensitivity_plot
+from .request_args import int_arg, json_object
 from .services import models_registry as registry
 from .services.evaluation_reports import comparison
 
@@ -39,10 +40,11 @@ def index() -> Any:
 @roles_required()
 def activate() -> Any:
     back = redirect_on_refusal(url_for("models.index"))
-    body = request.get_json(silent=True) if request.is_json else request.form
-    ref = (body or {}).get("model_version")
-    if not ref:
-        raise registry.ModelRefused("Say which model version to activate.")
+    body = json_object() if request.is_json else request.form
+    ref = body.get("model_version")
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)) or not str(ref).strip():
+        raise registry.ModelRefused("Say which model version to activate ('model_version', "
+                                    "a name or an id).")
     version = registry.activate(ref)
     if request.is_json:
         return jsonify(model_version=registry.version_json(version))
@@ -53,7 +55,7 @@ def activate() -> Any:
 @bp.get("/models/report")
 @roles_required(*ALL_ROLES)
 def report() -> Any:
-    ids = [request.args.get(k, type=int) for k in ("a", "b")]
+    ids = [int_arg(k) for k in ("a", "b")]
     rows = [db.session.get(EvaluationReport, i) if i else None for i in ids]
     if rows[0] is None:
         if ids[0]:

@@ -9,7 +9,6 @@ from flask_login import UserMixin
 from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Enum, Float, ForeignKey, Integer,
                         String, Text, UniqueConstraint, event)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import db
 from .services.frames import frame_relpath
@@ -54,12 +53,10 @@ class User(UserMixin, db.Model):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
-
-    def check_password(self, password: str) -> bool:
-        return check_password_hash(self.password_hash, password)
+    def get_id(self) -> str:  # what the session holds: bumping the version ends older sessions
+        return f"{self.id}:{self.session_version}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
@@ -94,6 +91,8 @@ class Video(db.Model):
     roi_h: Mapped[int] = mapped_column(Integer)
     deidentified: Mapped[bool] = mapped_column(Boolean, default=False)
     deid_method: Mapped[str] = mapped_column(String(255), default="")
+    # Frames the decoder refused as damaged: [{"timestamp_ms", "before_frame"}] (video_import).
+    skipped_frames: Mapped[list] = mapped_column(JSON, default=list)
     imported_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

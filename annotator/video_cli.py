@@ -19,7 +19,7 @@ def videos_cli() -> None:
 
 
 @videos_cli.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--patient", "patient_code", required=True, help="Pseudonymous patient code.")
 @click.option("--scenes", default="auto", show_default=True,
               help="auto (cut detection, then runs of N), fixed:N, or none (one scene).")
@@ -33,6 +33,10 @@ def import_command(path: Path, patient_code: str, scenes: str, as_json: bool) ->
 
     if not path.is_file():
         fail(f"{path} does not exist or is not a file")
+    try:
+        path.open("rb").close()
+    except OSError as err:  # no read permission: say so before any work starts
+        fail(f"cannot read {path}: {err.strerror}")
     with tqdm(desc=f"importing {path.name}", unit="frame", leave=False, disable=None) as bar:
 
         def progress(done: int, total: int) -> None:

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,10 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .errors import render_on_refusal, show_form_on_refusal, wants_json
 from .models import Frame, Role, Scene, SceneStatus, Video
+from .request_args import parse_int
 from .services import ImportRefused
 from .services.frames import data_dir
+from .services.uploads import tmp_dir, upload_file
 
 bp = Blueprint("videos", __name__)
 
@@ -67,10 +67,8 @@ def create_scene(video_id: int) -> Any:
     from .services.scene_edit import cut_scene
 
     video = db.get_or_404(Video, video_id)
-    try:
-        first, last = int(request.form["first"]), int(request.form["last"])
-    except (KeyError, ValueError):
-        abort(400, description="In and out must be frame numbers.")
+    first, last = (parse_int(request.form.get(k, "").strip(), f"'{k}' (a frame number)", 0)
+                   for k in ("first", "last"))
     scene = cut_scene(video, first, last)
     flash(f"Scene {scene.id} created from frames {first}–{last}.")
     return redirect(url_for("videos.detail", video_id=video.id))
@@ -84,7 +82,8 @@ def _label_form(choice: dict[str, str] | None = None) -> dict[str, Any]:
     """What the label-import form shows: its options and the user's last choice."""
     from .services.label_import import MATCHES
 
-    return {"choice": choice or {"format": "coco", "match": "frame_index", "status": ""},
+    return {"choice": choice or {"format": "coco", "match": "frame_index", "status": "",
+                                 "reopen": "", "reason": ""},
             "formats": LABEL_FORMATS, "matches": MATCHES,
             "statuses": [s.value for s in SceneStatus], "label_max_mb": LABEL_FILE_MAX_MB}
 
@@ -93,20 +92,13 @@ CHECKED_LABELS_MAX_AGE_S = 24 * 3600
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
-def _tmp_dir() -> Path:
-    """Uploads in progress and checked label files, on the data directory's file system."""
-    folder = data_dir() / "tmp"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def _checked_path(video_id: int, token: str) -> Path:
     """Where a checked label file waits for "Import these boxes" (the token is ours, hex only)."""
-    return _tmp_dir() / f"labels-{video_id}-{token}.json"
+    return tmp_dir() / f"labels-{video_id}-{token}.json"
 
 
 def _keep_checked(video_id: int, raw: bytes) -> str:
-    folder = _tmp_dir()
+    folder = tmp_dir()
     cutoff = time.time() - CHECKED_LABELS_MAX_AGE_S
     for old in folder.glob("labels-*.json"):  # checked and never imported
         try:
@@ -125,30 +117,41 @@ def import_labels(video_id: int) -> Any:
     """Check (dry run) or import a COCO / Label Studio file of boxes for this video's frames.
 
     A file that passed its check is kept for a day, so "Import these boxes" needs no second
-    upload; it is deleted once imported.
+    upload; it is deleted once imported. So is a file refused only because it would change
+    submitted or reviewed scenes, for an admin to reopen them (``reopen``, ``reason``).
     """
     from .services.coco_import import import_coco
     from .services.label_import import MATCHES, LabelImportRefused
     from .services.labelstudio import import_labelstudio
+    from .services.workflow import ScenesLocked, reopen_leave
 
     video = db.get_or_404(Video, video_id)
     form = request.form
     choice = {"format": form.get("format", "coco"), "match": form.get("match", "frame_index"),
-              "status": form.get("status", "")}
+              "status": form.get("status", ""), "reopen": "1" if form.get("reopen") else "",
+              "reason": form.get("reason", "")}
     dry_run = form.get("action") != "import"
+    checked: Path | None = None
 
     def page(report: Any = None, problems: list[str] | None = None, message: str = "",
-             token: str = "") -> str:
+             token: str = "", locked: bool = False) -> str:
         return render_template("videos/labels.html", video=video, report=report,
                                problems=problems or [], message=message, token=token,
-                               **_label_form(choice))
+                               locked=locked, **_label_form(choice))
 
-    # A refusal is the same page, with the message and every problem in place of the report.
-    render_on_refusal(lambda err: page(
-        problems=err.problems if isinstance(err, LabelImportRefused) else None, message=err.message))
+    def refused(err: Any) -> str:
+        """The same page, with the message and every problem in place of the report."""
+        if isinstance(err, ScenesLocked):
+            token = form["token"] if checked is not None else _keep_checked(video.id, raw)
+            return page(message=err.message, token=token, locked=True)
+        return page(problems=err.problems if isinstance(err, LabelImportRefused) else None,
+                    message=err.message)
+
+    render_on_refusal(refused)
+    leave = (reopen_leave(current_user._get_current_object(), choice["reason"])
+             if choice["reopen"] else None)
     if choice["format"] not in LABEL_FORMATS or choice["match"] not in MATCHES:
         raise ImportRefused("Choose a format (COCO or Label Studio) and a way to match frames.")
-    checked: Path | None = None
     upload = request.files.get("file")
     if upload is not None and upload.filename:
         raw = upload.stream.read(LABEL_FILE_MAX_MB * 1024 * 1024 + 1)
@@ -167,9 +170,12 @@ def import_labels(video_id: int) -> Any:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise ImportRefused(f"The file is not valid JSON ({err}); nothing was imported.") from err
+    except RecursionError:
+        raise ImportRefused("The file is not valid JSON (nested too deeply); nothing was "
+                            "imported.") from None
     run = import_coco if choice["format"] == "coco" else import_labelstudio
     report = run(data, video.id, match=choice["match"], status=choice["status"] or None,
-                 dry_run=dry_run, user=current_user)
+                 dry_run=dry_run, user=current_user, reopen=leave)
     if dry_run:
         return page(report=report, token=_keep_checked(video.id, raw))
     if checked is not None:
@@ -197,6 +203,18 @@ def frame_image(frame_id: int) -> Any:
     return resp
 
 
+SHOWN_NAME_MAX = 80
+
+
+def _shown_file_name(name: str) -> str:
+    """A sanitised file name cut to :data:`SHOWN_NAME_MAX` characters, keeping its extension."""
+    if len(name) <= SHOWN_NAME_MAX:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    ext = f".{ext}" if dot and stem and len(ext) <= 10 else ""
+    return name[:SHOWN_NAME_MAX - len(ext) - 3] + "..." + ext
+
+
 @bp.route("/videos/upload", methods=["GET", "POST"])
 @roles_required(Role.data_manager)
 def upload() -> Any:
@@ -215,20 +233,22 @@ def upload() -> Any:
     mode = request.form.get("scenes", "auto")
     if mode == "fixed":
         mode = f"fixed:{request.form.get('scene_length', '')}"
-    # The user's file name is only shown, never used as a path.
-    fd, tmp_name = tempfile.mkstemp(dir=_tmp_dir(), suffix=".upload")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            upload.save(out)
-        result = import_video(Path(tmp_name), request.form.get("patient", ""), scenes=mode,
-                              user=current_user, source_name=secure_filename(upload.filename) or "upload")
-    finally:
-        os.unlink(tmp_name)
+    source_name = secure_filename(upload.filename) or "upload"
+    # The file waits under the user's (sanitised, shortened) name in a folder of its own, so
+    # every refusal of the import names their file, never a server path.
+    with upload_file(_shown_file_name(source_name)) as path:  # swept if this process dies
+        upload.save(path)
+        result = import_video(path, request.form.get("patient", ""), scenes=mode,
+                              user=current_user, source_name=source_name)
     url = url_for("videos.detail", video_id=result.video.id)
     message = (f"Imported {result.frames} frames in {result.scenes} scenes." if result.created
                else "This file was imported before; nothing was duplicated.")
+    if result.skipped:
+        message += (f" {len(result.skipped)} damaged frame(s) could not be decoded and were "
+                    "skipped: see the list below.")
     if wants_json():
         return jsonify(video_id=result.video.id, frames=result.frames, scenes=result.scenes,
-                       roi=result.roi, created=result.created, url=url)
+                       roi=result.roi, created=result.created, url=url,
+                       skipped_frames=result.skipped)
     flash(message)
     return redirect(url)

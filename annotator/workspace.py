@@ -15,14 +15,16 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .errors import redirect_on_refusal
 from .models import Frame, LabelClass, Patient, Role, Scene, SceneStatus, User, Video
+from .request_args import form_ints, int_arg, json_object
 from .services import ServiceError
 from .services import event_log, workflow
+from .services.input_checks import is_db_int, shown
 
 bp = Blueprint("workspace", __name__)
 
 
 def _filters() -> dict[str, Any]:
-    return {"status": request.args.get("status", ""), "video_id": request.args.get("video_id", type=int),
+    return {"status": request.args.get("status", ""), "video_id": int_arg("video_id"),
             "patient": request.args.get("patient", "").strip(),
             "assignee": request.args.get("assignee", "").strip()}
 
@@ -54,10 +56,7 @@ def assign() -> Any:
     back = redirect_on_refusal(url_for("workspace.scenes", **{
         k: v for k in ("status", "video_id", "patient", "assignee")
         if (v := form.get(f"filter_{k}", "").strip())}))
-    try:
-        ids = [int(i) for i in form.getlist("scene_id")]
-    except ValueError:
-        ids = []
+    ids = form_ints("scene_id")
     if not ids:
         raise ServiceError("Tick the scenes to assign first.")
     who = form.get("to", "").strip()
@@ -113,16 +112,14 @@ def propagate(scene_id: int) -> Any:
     """Carry a frame's boxes to the next frame(s) (key P; ``frames``: how many on, default 1)."""
     from .services.propagate import PropagationRefused, get_scene, propagate as run  # OpenCV: not at start-up
 
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise PropagationRefused("Send a JSON object with frame_id.")
+    body = json_object()
     scene = get_scene(scene_id)
-    try:
-        frame = db.session.get(Frame, int(str(body.get("frame_id"))))
-    except (TypeError, ValueError):
-        raise PropagationRefused("Say which frame (an id).") from None
+    frame_id = body.get("frame_id")
+    if not is_db_int(frame_id, minimum=1):
+        raise PropagationRefused(f"'frame_id' must be a frame id, not {shown(frame_id)}.")
+    frame = db.session.get(Frame, frame_id)
     if frame is None or frame.scene_id != scene.id:
-        raise PropagationRefused(f"Frame {body.get('frame_id')} is not in scene {scene.id}.", status=404)
+        raise PropagationRefused(f"Frame {frame_id} ('frame_id') is not in scene {scene.id}.", status=404)
     steps = body.get("frames", 1)
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 50:
         raise PropagationRefused("'frames' is how many frames on: 1 to 50 (a whole scene: start a "
@@ -143,7 +140,7 @@ def next_scene() -> Any:
     """The "next scene" button: the open scene the model is least sure of."""
     from .services.ranking import next_scene as pick  # OpenCV: not at start-up
 
-    scene = pick(current_user._get_current_object(), request.args.get("after", type=int))
+    scene = pick(current_user._get_current_object(), int_arg("after"))
     if scene is None:
         flash("No scene is waiting for you: every scene is labelled, submitted or taken.", "info")
         return redirect(url_for("workspace.scenes"))

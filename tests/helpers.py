@@ -388,7 +388,9 @@ def write_dicom(path: Path, frames: np.ndarray, photometric: str, **extra) -> Pa
 
 
 def data_files(app) -> list[Path]:
-    return sorted(p for p in Path(app.config["SONOLABEL_DATA_DIR"]).rglob("*") if p.is_file())
+    """Every file in the data directory but the frame store's lock (``frames/.lock``)."""
+    root = Path(app.config["SONOLABEL_DATA_DIR"])
+    return sorted(p for p in root.rglob("*") if p.is_file() and p != root / "frames" / ".lock")
 
 
 def assert_nothing_left(app) -> None:

@@ -27,6 +27,8 @@ def open_as(browser, app, role: str, path: str, ready: str = "#ws[data-ready='1'
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # What the Content-Security-Policy blocks is reported on the console only.
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     page.errors = errors
     page.goto(f"{app.base_url}/login?next={path}")
     page.fill("input[name=username]", role)
@@ -54,7 +56,9 @@ def drag(page, start, end):
 
 
 def settle(page):
-    page.wait_for_function("window.sonolabel.pending === 0")
+    # Waits are written as functions: Playwright evals a bare expression, which the page's
+    # Content-Security-Policy (no 'unsafe-eval') refuses.
+    page.wait_for_function("() => window.sonolabel.pending === 0")
 
 
 def saved(page, app, frame_id) -> dict[int, dict]:
@@ -114,7 +118,7 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     # Undo brings the rejected pre-label back, as a pre-label.
     page.keyboard.press("Control+z")
     settle(page)
-    page.wait_for_function("window.sonolabel.boxes[%d].some(b => b.id === %d)" % (f0, p08["id"]))
+    page.wait_for_function("() => window.sonolabel.boxes[%d].some(b => b.id === %d)" % (f0, p08["id"]))
     assert saved(page, live, f0)[p08["id"]]["source"] == "model"
 
     # Next frame by key, with the previous frame's boxes as a ghost.
@@ -122,17 +126,17 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     edge = [(resized["x"], resized["y"] + resized["h"] * k / 12) for k in range(2, 11)]
     redness = lambda: max(r - b for r, _, b, _ in (pixel(page, *p) for p in edge))  # noqa: E731
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("window.sonolabel.cur === 1")
-    page.wait_for_function("(() => { const s = window.sonolabel; const e = s.images.get(s.frames[1].id); return e && e.ok; })()")
+    page.wait_for_function("() => window.sonolabel.cur === 1")
+    page.wait_for_function("() => { const s = window.sonolabel; const e = s.images.get(s.frames[1].id); return e && e.ok; }")
     plain = redness()
     page.keyboard.press("g")
     assert page.evaluate("window.sonolabel.ghost") is True
     assert redness() > plain + 40, plain
     page.keyboard.press("d")
-    page.wait_for_function("window.sonolabel.cur === 2")
+    page.wait_for_function("() => window.sonolabel.cur === 2")
     page.keyboard.press("a")
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function("window.sonolabel.cur === 0")
+    page.wait_for_function("() => window.sonolabel.cur === 0")
 
     # A reload shows everything that was saved.
     page.reload()
@@ -168,7 +172,7 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     page.wait_for_selector("#empty-badge", state="visible")
     assert marked()
     page.click("#submit-scene")
-    page.wait_for_function("window.sonolabel.scene.status === 'submitted'")
+    page.wait_for_function("() => window.sonolabel.scene.status === 'submitted'")
     drag(page, (20, 200), (60, 230))  # locked: nothing is drawn
     assert len(saved(page, live, seeded.frame_ids[2])) == 0
     assert page.errors == []
@@ -177,12 +181,12 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     review = open_as(browser, live, "reviewer", f"/scenes/{seeded.scene_id}/label")
     review.keyboard.press("ArrowLeft")
     review.keyboard.press("ArrowLeft")
-    review.wait_for_function("window.sonolabel.cur === 0")
+    review.wait_for_function("() => window.sonolabel.cur === 0")
     listed = review.inner_text("#box-list")
     assert "drawn by annotator" in listed and "accepted from two-frame-v3" in listed
     review.fill("#review-comment", "The vessel box is too wide.")
     review.click("#return-scene")
-    review.wait_for_function("window.sonolabel.scene.status === 'returned'")
+    review.wait_for_function("() => window.sonolabel.scene.status === 'returned'")
     assert review.errors == []
 
     page.reload()
@@ -211,7 +215,7 @@ def test_conflict_from_a_second_browser_reloads_the_frame(live, browser):
     assert answer.value.status == 409
     first.wait_for_selector(".toast.conflict")
     assert "changed by" in first.inner_text(".toast.conflict")
-    first.wait_for_function(f"window.sonolabel.boxes[{f0}][0].row_version === 2")
+    first.wait_for_function(f"() => window.sonolabel.boxes[{f0}][0].row_version === 2")
     shown = first.evaluate(f"window.sonolabel.boxes[{f0}][0]")
     assert abs(shown["x"] - 140) <= 1
     assert saved(first, live, f0)[box_id] == theirs  # the saved box was not touched

@@ -305,7 +305,7 @@ def test_cli_import_json(app, tmp_path):
                                  "--scenes", "fixed:10", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert set(out) == {"video_id", "frames", "scenes", "roi"}
+    assert set(out) == {"video_id", "frames", "scenes", "roi", "skipped_frames"}
     assert out["frames"] == 25 and out["scenes"] == 3 and len(out["roi"]) == 4
     again = runner.invoke(args=["videos", "import", str(path), "--patient", "P-9"])
     assert again.exit_code == 0 and "already imported" in again.stdout

@@ -16,6 +16,10 @@ from annotator.models import Box, BoxSource, Frame, LabelEvent
 from annotator.services.labelstudio import LabelStudioRefused, labeling_config, push, scene_tasks
 
 
+# Labels restored into reviewed scenes, which an admin reopens for the import.
+RESTORE = ("--reopen", "--reason", "restore lost labels", "--as", "admin", "--status", "reviewed")
+
+
 @pytest.fixture
 def scene(app):
     """A 4-frame scene (64x48) with manual, propagated and model boxes and a reviewed-empty
@@ -82,7 +86,9 @@ def test_round_trip_loses_nothing(app, scene, tmp_path):
                 r["value"]["x"] += 1e-7
                 r["value"]["width"] -= 1e-7
     out.write_text(json.dumps(tasks))
-    imported = cli(app, "labels", "import-labelstudio", str(out), "--video", str(scene[0]))
+    # Restoring into a reviewed scene changes it: an admin reopens it for the import.
+    imported = cli(app, "labels", "import-labelstudio", str(out), "--video", str(scene[0]),
+                   *RESTORE)
     assert imported.exit_code == 0, imported.output
     with app.app_context():
         after = boxes(scene[0])
@@ -111,7 +117,8 @@ def test_version_export_and_import_by_file_name(app, tmp_path):
         t["data"]["image"] = t["data"]["image"].replace("/data/upload/", "/data/upload/1/0123abcd-")
         del t["data"]["frame_index"]
     out.write_text(json.dumps(tasks))
-    r = cli(app, "labels", "import-labelstudio", str(out), "--video", str(vid), "--match", "file_name")
+    r = cli(app, "labels", "import-labelstudio", str(out), "--video", str(vid), "--match", "file_name",
+            *RESTORE)
     assert r.exit_code == 0, r.output
     with app.app_context():
         reviewed = [row for row in before if row[0] < 6]  # the new third scene is in no version

@@ -14,48 +14,52 @@ Design choices:
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy.orm import joinedload
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, User
-from .boxes import OutsideFrame, clip_box
+from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
 from .event_log import record_event
-from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
+from .input_checks import finite_number, is_db_int, shown
+from .workflow import Change, Conflict, LabelRefused, atomic, check_editable, commit, start_editing
 
 DRAWN_SLACK = 0.5  # px
 
 
-def _number(payload: dict[str, Any], key: str) -> float:
-    value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LabelRefused(f"'{key}' must be a number.")
-    return float(value)
-
-
 def _geometry(payload: dict[str, Any], frame: Frame) -> dict[str, float]:
-    x, y, w, h = (_number(payload, k) for k in ("x", "y", "w", "h"))
+    x, y, w, h = (finite_number(payload.get(k), k) for k in ("x", "y", "w", "h"))
     try:
         geometry = clip_box(x, y, w, h, frame.width, frame.height, slack=DRAWN_SLACK)
     except OutsideFrame as err:
-        raise LabelRefused(str(err)) from None
+        raise LabelRefused(f"{err} {_outside(x, y, w, h, frame)}") from None
     if geometry is None:
-        raise LabelRefused("A box needs a width and height above zero.")
+        raise LabelRefused(f"A box needs a width and height ('w', 'h') of at least {MIN_INPUT_SIZE} px "
+                           "inside the frame.")
     return geometry
 
 
+def _outside(x: float, y: float, w: float, h: float, frame: Frame) -> str:
+    """Which fields put the box outside the frame, for the message."""
+    s = DRAWN_SLACK
+    sides = [text for bad, text in (
+        (x < -s, "'x' is left of it"), (y < -s, "'y' is above it"),
+        (x + w > frame.width + s, f"'x' + 'w' reaches past its width {frame.width}"),
+        (y + h > frame.height + s, f"'y' + 'h' reaches below its height {frame.height}")) if bad]
+    return "; ".join(sides) + "."
+
+
 def _class_id(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or db.session.get(LabelClass, value) is None:
-        raise LabelRefused(f"Unknown class {value!r}.")
+    if not is_db_int(value) or db.session.get(LabelClass, value) is None:
+        raise LabelRefused(f"Unknown class {shown(value)} in 'class_id'.")
     return value
 
 
 def _row_version(payload: dict[str, Any]) -> int:
     value = payload.get("row_version")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LabelRefused("'row_version' (the version you last saw) is required.")
+    if not is_db_int(value):
+        raise LabelRefused("'row_version' (the version you last saw, a whole number) is required.")
     return value
 
 
@@ -130,7 +134,7 @@ def update_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
         merged = {k: payload.get(k, getattr(box, k)) for k in ("x", "y", "w", "h")}
         changes.update(_geometry(merged, box.frame))
     if not changes:
-        raise LabelRefused("Nothing to change: send class_id and/or x, y, w, h.")
+        raise LabelRefused("Nothing to change: send 'class_id' and/or 'x', 'y', 'w', 'h'.")
     check_version(box, expected)
     events = start_editing(box.frame, user)
     if box.source != BoxSource.manual:
@@ -179,8 +183,15 @@ def reject_box(box_id: int, payload: dict[str, Any], user: User) -> Change:
     return delete_box(box_id, payload, user)
 
 
+def _check_noop(frame: Frame, user: User) -> None:
+    """Refuse an edit that changes nothing as the change itself would be refused: whether
+    someone may edit a scene does not depend on the state of one of its frames."""
+    if frame.scene is not None:
+        check_editable(frame.scene, user)
+
+
 def _threshold(payload: dict[str, Any]) -> float:
-    value = _number(payload, "threshold")
+    value = finite_number(payload.get("threshold"), "threshold")
     if not 0.0 <= value <= 1.0:
         raise LabelRefused("'threshold' must lie between 0 and 1.")
     return value
@@ -193,6 +204,8 @@ def accept_above(frame_id: int, payload: dict[str, Any], user: User) -> Change:
     threshold = _threshold(payload)
     chosen = [b for b in frame.boxes
               if b.source != BoxSource.manual and (b.score if b.score is not None else 0.0) >= threshold]
+    if not chosen:
+        _check_noop(frame, user)
     events = start_editing(frame, user) if chosen else []
     events += [_accept(box, user) for box in chosen]
     return commit(Change(None, events, frame.scene))
@@ -206,6 +219,7 @@ def set_no_findings(frame_id: int, payload: dict[str, Any], user: User) -> Chang
     if not isinstance(empty, bool):
         raise LabelRefused("'empty' must be true (no findings) or false (clear the mark).")
     if empty == frame.reviewed_empty:
+        _check_noop(frame, user)
         return Change(None, [], frame.scene)
     if empty:
         manual = [b for b in frame.boxes if b.source == BoxSource.manual]

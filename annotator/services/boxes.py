@@ -12,6 +12,7 @@ top-left corner.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 # A box a machine made (a model's detection, a box carried by flow) that keeps less than a
 # pixel on a side inside the frame marks nothing a person could check: it is dropped.
 MIN_SIZE = 1.0  # px
+# A box from a person or a file narrower than half a pixel covers no pixel anyone can see: far
+# below the smallest box the editor lets one draw (3 px) and below a whole-pixel box another
+# tool sends back with float noise (1 px as 0.9999998 px), so nothing meant is lost.
+MIN_INPUT_SIZE = 0.5  # px
 
 
 class OutsideFrame(ValueError):
@@ -43,22 +48,32 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int, *,
     - a number, for input said to lie in the frame (drawn in the browser, read from a label
       file): reaching more than ``slack`` px outside raises :class:`OutsideFrame`, so a
       misplaced box is refused rather than silently cut; the slack is cut off, and the box is
-      None only when nothing is left (a person's thin box is theirs to draw, and a 1 px box
-      that comes back from another tool as 0.9999998 px must still import). ``math.inf``
-      keeps any part inside (boxes drawn on a larger picture than the frame).
+      None when less than :data:`MIN_INPUT_SIZE` is left on a side (a person's thin box is
+      theirs to draw, and a 1 px box that comes back from another tool as 0.9999998 px must
+      still import, but a 1e-300 px box is noise). ``math.inf`` keeps any part inside (boxes
+      drawn on a larger picture than the frame).
+
+    A coordinate that is not finite (NaN from a diverged model, an integer past float range)
+    gives None for machine output and :class:`OutsideFrame` for input.
 
     ``decimals`` rounds the result, for machine output (a model's float noise means nothing);
     input is kept as given, so an exported box imports back exactly.
     """
-    x, y, w, h = float(x), float(y), float(w), float(h)
+    try:
+        x, y, w, h = float(x), float(y), float(w), float(h)
+    except OverflowError:
+        x = math.inf
+    if not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
+        if slack is None:
+            return None
+        raise OutsideFrame(f"The box lies outside the {width}x{height} frame.")
     if slack is not None and (x < -slack or y < -slack or x + w > width + slack
                               or y + h > height + slack):
         raise OutsideFrame(f"The box lies outside the {width}x{height} frame.")
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(width), x + w), min(float(height), y + h)
-    if slack is None and (x1 - x0 < MIN_SIZE or y1 - y0 < MIN_SIZE):
-        return None
-    if x1 <= x0 or y1 <= y0:
+    least = MIN_SIZE if slack is None else MIN_INPUT_SIZE
+    if x1 - x0 < least or y1 - y0 < least:
         return None
     out = {"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0}
     if decimals is not None:

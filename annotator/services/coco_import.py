@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from ..models import BoxSource, Frame, User
+from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     MATCHES,
     ImportedBox,
@@ -22,6 +23,7 @@ from .label_import import (
     is_number,
     video_frames,
 )
+from .workflow import Reopen
 
 
 def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
@@ -46,11 +48,15 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
     unknown_categories: dict[int, str] = {}
     seen_cat: set[int] = set()
     for n, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
-            plan.problem(f"category #{n}: needs an integer 'id' and a 'name'")
+        if not isinstance(cat, dict):
+            plan.problem(f"category #{n}: not an object")
+            continue
+        if not is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+            plan.problem(f"category #{n}: needs an integer 'id' and a text 'name', got id "
+                         f"{shown(cat.get('id'))} and name {shown(cat.get('name'))}")
             continue
         if cat["id"] in seen_cat:
-            plan.problem(f"category id {cat['id']} is used twice")
+            plan.problem(f"category id {shown(cat['id'])} is used twice")
             continue
         seen_cat.add(cat["id"])
         cid = classes.get(cat["name"].strip().lower())
@@ -65,20 +71,27 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
     frame_image: dict[int, int] = {}
     for n, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not is_int(img.get("id")):
-            plan.problem(f"image #{n}: needs an integer 'id'")
+            plan.problem(f"image #{n}: needs an integer 'id'"
+                         + (f", got {shown(img.get('id'))}" if isinstance(img, dict) else
+                            f"; not an object: {shown(img)}"))
             continue
         iid = img["id"]
+        where = f"image {shown(iid)}"
         if iid in image_frame or iid in skipped:
-            plan.problem(f"image id {iid} is used twice")
+            plan.problem(f"image id {shown(iid)} is used twice")
             continue
-        if is_int(img.get("video_id")) and img["video_id"] != video_id:
+        other_video = img.get("video_id")
+        if other_video is not None and not is_int(other_video):
+            plan.problem(f"{where}: 'video_id' must be an integer, got {shown(other_video)}")
+            continue
+        if other_video is not None and other_video != video_id:
             skipped.add(iid)
             continue
-        frame = frames.find(img.get("frame_index"), img.get("file_name"), match, f"image {iid}", plan)
+        frame = frames.find(img.get("frame_index"), img.get("file_name"), match, where, plan)
         if frame is None:
             continue
         if frame.id in frame_image:
-            plan.problem(f"images {frame_image[frame.id]} and {iid} both match frame "
+            plan.problem(f"images {shown(frame_image[frame.id])} and {shown(iid)} both match frame "
                          f"{frame.frame_index}")
             continue
         size = (img.get("width", frame.width), img.get("height", frame.height))
@@ -87,8 +100,9 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
         else:
             for key, given, have in (("width", size[0], frame.width), ("height", size[1], frame.height)):
                 if given != have:
-                    plan.problem(f"image {iid}: {key} {given} is neither frame {frame.frame_index}'s "
-                                 f"{have} nor the source video's (boxes would be misplaced)")
+                    plan.problem(f"{where}: {key} {shown(given)} is neither frame "
+                                 f"{frame.frame_index}'s {have} nor the source video's "
+                                 "(boxes would be misplaced)")
         frame_image[frame.id] = iid
         image_frame[iid] = frame
         if img.get("reviewed_empty") is True:
@@ -96,41 +110,55 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
     plan.matched_frames = set(frame_image)
     plan.skipped_images = len(skipped)
 
-    listed_images = _ids(data["images"])
+    listed_images = {img["id"] for img in data["images"]
+                     if isinstance(img, dict) and is_int(img.get("id"))}
     seen_ann: set[int] = set()
     used_unknown: Counter[int] = Counter()
     for n, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not is_int(ann.get("id")):
-            plan.problem(f"annotation #{n}: needs an integer 'id'")
+            plan.problem(f"annotation #{n}: needs an integer 'id'"
+                         + (f", got {shown(ann.get('id'))}" if isinstance(ann, dict) else
+                            f"; not an object: {shown(ann)}"))
             continue
         aid = ann["id"]
-        where = f"annotation {aid}"
+        where = f"annotation {shown(aid)}"
         if aid in seen_ann:
-            plan.problem(f"annotation id {aid} is used twice")
+            plan.problem(f"annotation id {shown(aid)} is used twice")
             continue
         seen_ann.add(aid)
         image_id = ann.get("image_id")
+        if not is_int(image_id):
+            plan.problem(f"{where}: 'image_id' must be an integer, got {shown(image_id)}")
+            continue
         if image_id in skipped:
             continue
-        frame = image_frame.get(image_id) if is_int(image_id) else None
+        frame = image_frame.get(image_id)
         if frame is None:
-            if is_int(image_id) and image_id in listed_images:
+            if image_id in listed_images:
                 continue  # its image has a problem of its own, already reported
-            plan.problem(f"{where}: image_id {image_id!r} is not an image of the file")
+            plan.problem(f"{where}: image_id {shown(image_id)} is not an image of the file")
             continue
         cat = ann.get("category_id")
+        if not is_int(cat):
+            plan.problem(f"{where}: 'category_id' must be an integer, got {shown(cat)}")
+            continue
         if cat in unknown_categories:
             used_unknown[cat] += 1
             continue
         if cat not in category_class:
-            plan.problem(f"{where}: category_id {cat!r} is not in 'categories'")
+            plan.problem(f"{where}: category_id {shown(cat)} is not in 'categories'")
             continue
-        if ann.get("iscrowd"):
+        crowd = ann.get("iscrowd")
+        if crowd is not None and (not isinstance(crowd, (int, float)) or crowd not in (0, 1)):
+            plan.problem(f"{where}: 'iscrowd' must be 0 or 1, got {shown(crowd)}")
+            continue
+        if crowd == 1:  # true and 1.0 too: converters write either
             plan.problem(f"{where}: crowd regions (iscrowd 1) cannot be imported as boxes")
             continue
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
-            plan.problem(f"{where}: 'bbox' must be [x, y, width, height] in pixels, got {bbox!r}")
+            plan.problem(f"{where}: 'bbox' must be [x, y, width, height] in pixels (finite "
+                         f"numbers), got {shown(bbox)}")
             continue
         geometry = fit_box(*bbox, frame, where, plan,
                            frames.roi_origin if image_id in source_coords else None)
@@ -138,15 +166,17 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             continue
         score = ann.get("score")
         if score is not None and (not is_number(score) or not 0 <= score <= 1):
-            plan.problem(f"{where}: score must be a number from 0 to 1, got {score!r}")
+            plan.problem(f"{where}: 'score' must be a number from 0 to 1, got {shown(score)}")
             continue
         track_id = ann.get("track_id")
-        if track_id is not None and not is_int(track_id):
-            plan.problem(f"{where}: track_id must be an integer, got {track_id!r}")
+        if track_id is not None and not is_db_int(track_id, 0):
+            plan.problem(f"{where}: 'track_id' must be an integer from 0 to {DB_INT_MAX}, "
+                         f"got {shown(track_id)}")
             continue
         model_version = ann.get("model_version")
         if model_version is not None and (not isinstance(model_version, str) or len(model_version) > 64):
-            plan.problem(f"{where}: model_version must be a text of up to 64 characters")
+            plan.problem(f"{where}: 'model_version' must be a text of up to 64 characters, "
+                         f"got {shown(model_version)}")
             continue
         is_model = score is not None
         plan.boxes.append(ImportedBox(
@@ -155,19 +185,18 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             score=float(score) if is_model else None,
             model_version=model_version if is_model else None, track_id=track_id))
     for cat, n in sorted(used_unknown.items()):
-        plan.problem(f"unknown class {unknown_categories[cat]!r} (category {cat}) is used by {n} "
-                     f"annotation(s); the classes are {', '.join(sorted(classes))}")
+        plan.problem(f"unknown class {shown(unknown_categories[cat])} (category {shown(cat)}) is "
+                     f"used by {n} annotation(s); the classes are {', '.join(sorted(classes))}")
     for cat, name in sorted(unknown_categories.items()):
         if cat not in used_unknown:
-            plan.warnings.append(f"category {name!r} is not a class here and has no annotations; ignored")
+            plan.warnings.append(f"category {shown(name)} is not a class here and has no "
+                                 "annotations; ignored")
     return plan
 
 
-def _ids(images: list[Any]) -> set[Any]:
-    return {img.get("id") for img in images if isinstance(img, dict)}
-
-
 def import_coco(data: Any, video_id: int, match: str = "frame_index", status: str | None = None,
-                dry_run: bool = False, user: User | None = None) -> ImportReport:
+                dry_run: bool = False, user: User | None = None,
+                reopen: Reopen | None = None) -> ImportReport:
     """Parse and apply a COCO document; raises :class:`LabelImportRefused` listing problems."""
-    return apply_plan(parse_coco(data, video_id, match), status=status, dry_run=dry_run, user=user)
+    return apply_plan(parse_coco(data, video_id, match), status=status, dry_run=dry_run, user=user,
+                      reopen=reopen)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from . import ImportRefused
+from .input_checks import shown
 
 DETECT_WIDTH = 96  # a shot change shows at any size; at 160 px PySceneDetect costs 4x more per frame
 
@@ -33,9 +34,12 @@ def parse_scene_mode(text: str) -> SceneMode:
     if value in ("auto", "none"):
         return SceneMode(value)
     kind, sep, number = value.partition(":")
-    if sep and kind in ("auto", "fixed") and number.isdigit() and int(number) >= 1:
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and a length int() reads.
+    if (sep and kind in ("auto", "fixed") and number.isascii() and number.isdigit()
+            and len(number) <= 9 and int(number) >= 1):
         return SceneMode(kind, int(number))
-    raise ImportRefused(f"scene mode {text!r} is not one of auto, fixed:N (N >= 1) or none")
+    raise ImportRefused(f"scene mode {shown(text)} is not one of auto, fixed:N "
+                        "(1 <= N <= 999999999) or none")
 
 
 class CutDetector:

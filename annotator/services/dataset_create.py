@@ -33,11 +33,12 @@ from .frames import commit_or_remove, data_dir, frame_relpath
 
 # What a version freezes as ground truth: manual boxes (an accepted pre-label is manual).
 GROUND_TRUTH = ("manual",)
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+# A whole-string match: "$" would let "v1\n" through, a name that breaks download headers.
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise DatasetRefused("A version name is 1-64 letters, digits, '_', '-' or '.', "
                              "and does not start with '.'.")
     return name

@@ -26,6 +26,7 @@ from ..db import db
 from ..models import Box, Frame, LabelClass, Patient, Scene, SceneStatus, Video
 from . import ServiceError
 from .coco_export import FrameRow, frames_of_scenes
+from .input_checks import DB_INT_MAX, is_db_int
 
 SPLITS = ("train", "val", "test")
 SPLIT_BY = ("patient", "video")
@@ -111,7 +112,8 @@ def select_scenes(selection: Selection) -> tuple[list[SceneRow], list[int] | Non
     if statuses:
         query = query.where(Scene.status.in_(statuses))
     if selection.video_ids:
-        found = set(db.session.scalars(sa.select(Video.id).where(Video.id.in_(selection.video_ids))))
+        in_range = [v for v in selection.video_ids if is_db_int(v, 1)]  # others exist nowhere
+        found = set(db.session.scalars(sa.select(Video.id).where(Video.id.in_(in_range))))
         missing = sorted(set(selection.video_ids) - found)
         if missing:
             raise DatasetRefused(f"No video {', '.join(map(str, missing))}.")
@@ -224,6 +226,8 @@ def plan_version(selection: Selection, spec: SplitSpec) -> Plan:
     """Select, split and check; raises :class:`DatasetRefused` with what is wrong."""
     if len(spec.ratios) != 3:
         raise DatasetRefused("Ratios are three shares: train, val, test.")
+    if not is_db_int(spec.seed, 0):  # the version row keeps it
+        raise DatasetRefused(f"The seed is a whole number from 0 to {DB_INT_MAX}.")
     scenes, class_ids = select_scenes(selection)
     all_frames = frames_of_scenes(s.id for s in scenes)
     weights: dict[int, int] = defaultdict(int)

@@ -172,10 +172,10 @@ def review_notes(scene_id: int) -> dict[str, Any]:
 
 def scene_events(scene_id: int | None = None, frame_id: int | None = None,
                  limit: int = 1000) -> list[LabelEvent]:
-    """The audit trail, newest first, of a scene or of one frame."""
+    """The audit trail, newest first, of a scene, of one frame, or of one frame of a scene."""
     query = db.select(LabelEvent)
     if frame_id is not None:
         query = query.where(LabelEvent.frame_id == frame_id)
-    elif scene_id is not None:
+    if scene_id is not None:
         query = query.where(LabelEvent.scene_id == scene_id)
     return list(db.session.scalars(query.order_by(LabelEvent.id.desc()).limit(limit)))

@@ -208,12 +208,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_stale(stale_after: float = STALE_AFTER) -> list[int]:
-    """Mark running jobs whose worker is gone as failed; returns their ids. Then remove the
-    leftovers of unfinished runs (see :func:`models_registry.clean_orphans`)."""
+def stale_jobs(stale_after: float = STALE_AFTER) -> list[Job]:
+    """Running jobs whose worker is gone (see the module's docstring); changes nothing."""
     host = socket.gethostname()
     now = utcnow()
-    failed: list[int] = []
+    stale: list[Job] = []
     for job in db.session.scalars(sa.select(Job).where(Job.status == JobStatus.running)):
         worker_host, _, pid = (job.worker or "").rpartition(":")
         if worker_host == host and pid.isdigit():
@@ -224,11 +223,21 @@ def recover_stale(stale_after: float = STALE_AFTER) -> list[int]:
                 beat = beat.replace(tzinfo=timezone.utc)
             gone = beat is None or now - beat > timedelta(seconds=stale_after)
         if gone:
-            job.status, job.finished_at = JobStatus.failed, now
-            job.error = (f"The worker running this job ({job.worker or 'unknown'}) stopped before "
-                         "it finished; nothing it was making was registered. Start the job again.")
-            job.log_tail = with_log_line(job.log_tail, "failed: worker gone (found by a starting worker)")
-            failed.append(job.id)
+            stale.append(job)
+    return stale
+
+
+def recover_stale(stale_after: float = STALE_AFTER, found_by: str = "a starting worker") -> list[int]:
+    """Mark running jobs whose worker is gone as failed; returns their ids. Then remove the
+    leftovers of unfinished runs (see :func:`models_registry.clean_orphans`)."""
+    now = utcnow()
+    failed: list[int] = []
+    for job in stale_jobs(stale_after):
+        job.status, job.finished_at = JobStatus.failed, now
+        job.error = (f"The worker running this job ({job.worker or 'unknown'}) stopped before "
+                     "it finished; nothing it was making was registered. Start the job again.")
+        job.log_tail = with_log_line(job.log_tail, f"failed: worker gone (found by {found_by})")
+        failed.append(job.id)
     db.session.commit()
     clean_orphans()
     return failed

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from ..db import db
 from ..models import Job, JobStatus, Role, User, utcnow
 from . import ServiceError
+from .input_checks import DB_INT_MAX, DB_INT_MIN, is_db_int
 
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 LOG_TAIL_CHARS = 4000
@@ -87,9 +88,10 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], 
             number = int(str(value).strip())
         except ValueError:
             raise ValueError("a whole number") from None
-        if (low is not None and number < low) or (high is not None and number > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ValueError(f"a whole number {bounds}")
+        lowest = DB_INT_MIN if low is None else low
+        highest = DB_INT_MAX if high is None else high  # ids and counts go to Integer columns
+        if not lowest <= number <= highest:
+            raise ValueError(f"a whole number between {lowest} and {highest}")
         return number
 
     return parse
@@ -133,6 +135,8 @@ def id_list(value: Any) -> list[int]:
         raise ValueError("ids separated by commas") from None
     if not out:
         raise ValueError("at least one id")
+    if not all(is_db_int(i, minimum=1) for i in out):
+        raise ValueError("ids (whole numbers from 1)")
     return out
 
 

@@ -14,17 +14,24 @@ Design choices:
   (a multi-video export) are skipped and counted, not refused.
 - Classes are matched by name (tools number categories differently). Unknown classes used by
   an annotation are problems; unused unknown categories are only warned about.
-- A box must lie inside the frame (0.01 px of slack for float noise, then clipped), have a
-  positive size, and its image's ``width``/``height`` (when given) must be the frame's, or the
-  source video's: labels drawn on the uncropped video (other tools see the scanner's whole
-  screen) are moved by the stored sector ROI and clipped to it; a box wholly outside the
-  sector is a problem.
+- Every field's type is checked before use: ids are integers (not booleans or lists), numbers
+  finite (a 400-digit integer is refused, not overflowed), texts texts; a problem names the
+  field and the image, annotation, task or region, with the bad value shortened.
+- A box must lie inside the frame (0.01 px of slack for float noise, then clipped), be at
+  least :data:`~.boxes.MIN_INPUT_SIZE` on a side, and its image's ``width``/``height`` (when
+  given) must be the frame's, or the source video's: labels drawn on the uncropped video
+  (other tools see the scanner's whole screen) are moved by the stored sector ROI and
+  clipped to it; a box wholly outside the sector is a problem.
 - Imported boxes have no author; ``source`` is ``model`` when the annotation carries a
   ``score`` (kept, with ``model_version`` when given), else ``manual``. A box equal to one the
   frame already has (same class, source and geometry within half a pixel) is skipped, so
   importing this tool's own export twice adds nothing.
 - Each box gets a label event (action ``import``). ``status`` moves every scene with a
   matched frame to that status, with an event (action ``status``, source ``import``).
+- Imports respect the review lock: an import that would change a submitted or reviewed scene
+  (add a box, change a "no findings" mark or its status) is refused, naming the scenes, dry
+  run or not, unless an admin reopens them for it (:mod:`.workflow`). Re-importing what a
+  locked scene already holds changes nothing, so it is not refused.
 - An image marked ``reviewed_empty: true`` (this tool's export) with no boxes marks its frame
   as reviewed-empty; adding boxes to a frame clears that mark.
 """
@@ -41,8 +48,10 @@ import sqlalchemy as sa
 from ..db import db
 from ..models import Box, BoxSource, Frame, LabelClass, Scene, SceneStatus, User, Video
 from . import ServiceError
-from .boxes import OutsideFrame, clip_box
+from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
 from .event_log import record_event
+from .input_checks import is_db_int, shown
+from .workflow import Reopen, unlock_for_import
 
 MATCHES = ("frame_index", "file_name")
 EDGE_SLACK = 0.01  # px
@@ -104,6 +113,7 @@ class ImportReport:
     frames_marked_empty: int
     scenes_status: dict[int, str]
     warnings: list[str]
+    scenes_reopened: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -116,6 +126,9 @@ class ImportReport:
                f"{verb} {self.boxes_added} boxes ({by_source}); "
                f"{self.duplicates_skipped} already present",
                f"frames marked reviewed-empty: {self.frames_marked_empty}"]
+        if self.scenes_reopened:
+            out.append(f"{'would reopen' if self.dry_run else 'reopened'} (back to returned): "
+                       f"scenes {', '.join(map(str, self.scenes_reopened))}")
         if self.scenes_status:
             out.append(f"scenes set to {next(iter(self.scenes_status.values()))}: "
                        + ", ".join(map(str, sorted(self.scenes_status))))
@@ -141,18 +154,20 @@ class VideoFrames:
         None, with the problem in ``plan``, when there is not exactly one."""
         if match == "frame_index":
             if not is_int(index):
-                plan.problem(f"{where}: no integer {index_key} (try matching by file_name)")
+                plan.problem(f"{where}: no integer {index_key} (try matching by file_name)"
+                             + ("" if index is None else f", got {shown(index)}"))
                 return None
             frame = self.by_index.get(index)
             if frame is None:
-                plan.problem(f"{where}: video {self.video_id} has no stored frame {index}")
+                plan.problem(f"{where}: video {self.video_id} has no stored frame {shown(index)}")
             return frame
         if not isinstance(name, str) or not name:
-            plan.problem(f"{where}: no {name_key}")
+            plan.problem(f"{where}: no {name_key}"
+                         + ("" if name is None else f" text, got {shown(name)}"))
             return None
         found = self.match_name(name)
         if len(found) != 1:
-            plan.problem(f"{where}: file name {name!r} matches "
+            plan.problem(f"{where}: file name {shown(name)} matches "
                          + ("no frame" if not found else "frames " + ", ".join(
                              str(f.frame_index) for f in found) + " (identical content)")
                          + f" of video {self.video_id}")
@@ -160,7 +175,8 @@ class VideoFrames:
         return found[0]
 
     def match_name(self, file_name: str) -> list[Frame]:
-        base = re.split(r"[\\/]", str(file_name))[-1].split("?")[0]
+        # A path, a URL, or Label Studio's local-files URL (``/data/local-files/?d=<name>``).
+        base = re.split(r"[\\/]|\?d=", str(file_name))[-1].split("?")[0]
         found = self.by_name.get(base)
         if not found and _UPLOAD_PREFIX.match(base):
             found = self.by_name.get(base[9:])
@@ -168,9 +184,9 @@ class VideoFrames:
 
 
 def video_frames(video_id: int) -> VideoFrames:
-    video = db.session.get(Video, video_id)
+    video = db.session.get(Video, video_id) if is_db_int(video_id, 1) else None
     if video is None:
-        raise LabelImportRefused([f"no video {video_id}"])
+        raise LabelImportRefused([f"no video {shown(video_id)}"])
     frames = db.session.scalars(sa.select(Frame).where(Frame.video_id == video_id)).all()
     by_name: dict[str, list[Frame]] = defaultdict(list)
     for f in frames:
@@ -186,35 +202,48 @@ def class_ids_by_name() -> dict[str, int]:
 
 
 def is_int(value: Any) -> bool:
+    """An integer, not a boolean (ids of the file's own, any size)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A finite int or float (not a boolean); an integer past float range is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, plan: ImportPlan,
             origin: tuple[int, int] | None = None) -> tuple[float, float, float, float] | None:
-    """The box clipped to the frame, or None (with a problem) when it is outside or empty.
+    """The box clipped to the frame, or None (with a problem) when it is outside or too small.
 
     ``origin``: the box is in source-video pixels; move it by the ROI's corner and clip it to
-    the sector, refusing only a box with nothing inside."""
+    the sector, refusing only a box with (almost) nothing inside."""
     if w <= 0 or h <= 0:
         plan.problem(f"{where}: width and height must be positive, got {w:g} x {h:g}")
+        return None
+    if w < MIN_INPUT_SIZE or h < MIN_INPUT_SIZE:
+        plan.problem(f"{where}: the box is {w:g} x {h:g} px; boxes are at least "
+                     f"{MIN_INPUT_SIZE:g} px on a side")
         return None
     W, H = frame.width, frame.height
     if origin is not None:
         x, y = x - origin[0], y - origin[1]
+    box = f"box [{x:g}, {y:g}, {w:g}, {h:g}]"
     try:
         inside = clip_box(x, y, w, h, W, H, slack=EDGE_SLACK if origin is None else math.inf)
     except OutsideFrame:
-        inside = None
+        plan.problem(f"{where}: {box} lies outside the {W}x{H} frame {frame.frame_index}")
+        return None
     if inside is None:
         plan.problem(f"{where}: box lies outside the ultrasound sector of frame {frame.frame_index}"
+                     f" (less than {MIN_INPUT_SIZE:g} px on a side inside it)"
                      if origin is not None else
-                     f"{where}: box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the "
-                     f"{W}x{H} frame {frame.frame_index}")
+                     f"{where}: {box} keeps less than {MIN_INPUT_SIZE:g} px on a side inside "
+                     f"the {W}x{H} frame {frame.frame_index}")
         return None
     return inside["x"], inside["y"], inside["w"], inside["h"]
 
@@ -222,8 +251,12 @@ def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, pl
 # --- writing ---------------------------------------------------------------------------------
 
 def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = False,
-               user: User | None = None) -> ImportReport:
-    """Write the plan in one transaction (or count what it would write, for a dry run)."""
+               user: User | None = None, reopen: Reopen | None = None) -> ImportReport:
+    """Write the plan in one transaction (or count what it would write, for a dry run).
+
+    Submitted and reviewed scenes the import would change (boxes, "no findings" marks,
+    status) refuse it, dry run or not, unless an admin's ``reopen`` reopens them
+    (:func:`.workflow.unlock_for_import`)."""
     if status is not None:
         try:
             new_status = SceneStatus(status)
@@ -239,12 +272,18 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
     try:
         frames = {f.id: f for f in db.session.scalars(
             sa.select(Frame).where(Frame.video_id == plan.video_id))}
+        # Locked until the commit: a scene submitted meanwhile waits, so it is submitted with
+        # the imported boxes, never changed after its lock was checked.
+        scenes = {s.id: s for s in db.session.scalars(
+            sa.select(Scene).where(Scene.video_id == plan.video_id).with_for_update()
+            .execution_options(populate_existing=True))}
         existing: dict[int, list[tuple]] = defaultdict(list)
         for row in db.session.execute(
                 sa.select(Box.frame_id, Box.class_id, Box.source, Box.x, Box.y, Box.w, Box.h)
                 .join(Frame, Box.frame_id == Frame.id).where(Frame.video_id == plan.video_id)):
             existing[row[0]].append(tuple(row[1:]))
-        added: list[Box] = []
+        # What would change, first: the review lock is checked before anything is written.
+        new_boxes: list[ImportedBox] = []
         duplicates = 0
         for b in plan.boxes:
             key = (b.class_id, b.source, b.x, b.y, b.w, b.h)
@@ -252,6 +291,20 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
                 duplicates += 1
                 continue
             existing[b.frame_id].append(key)
+            new_boxes.append(b)
+        with_boxes = {fid for fid, rows in existing.items() if rows}
+        unmark = [fid for fid in sorted(plan.matched_frames)
+                  if frames[fid].reviewed_empty and fid in with_boxes]
+        mark = [fid for fid in sorted(plan.matched_frames) if fid in plan.empty_frames
+                and fid not in with_boxes and not frames[fid].reviewed_empty]
+        touched = sorted({frames[fid].scene_id for fid in plan.matched_frames
+                          if frames[fid].scene_id is not None})
+        changed = {frames[fid].scene_id for fid in [b.frame_id for b in new_boxes] + unmark + mark}
+        if status is not None:  # moving a scene's status changes it too
+            changed |= {sid for sid in touched if scenes[sid].status != new_status}
+        reopened = unlock_for_import([scenes[sid] for sid in sorted(changed - {None})], reopen)
+        added: list[Box] = []
+        for b in new_boxes:
             box = Box(frame_id=b.frame_id, class_id=b.class_id, x=b.x, y=b.y, w=b.w, h=b.h,
                       source=b.source, score=b.score, model_version=b.model_version,
                       track_id=b.track_id, author_id=None)
@@ -261,25 +314,18 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
         for box in added:
             record_event(user, "import", box.source.value, frame=frames[box.frame_id], box_id=box.id,
                          after=box.as_dict())
-        with_boxes = {b.frame_id for b in added} | {fid for fid, rows in existing.items() if rows}
-        marked = 0
-        for fid in plan.matched_frames:
-            frame = frames[fid]
-            want_empty = fid in plan.empty_frames and fid not in with_boxes
-            if frame.reviewed_empty and fid in with_boxes:
-                frame.reviewed_empty = False
-                record_event(user, "unmark_empty", "import", frame=frame,
-                             before={"reviewed_empty": True}, after={"reviewed_empty": False})
-            elif want_empty and not frame.reviewed_empty:
-                frame.reviewed_empty = True
-                marked += 1
-                record_event(user, "mark_empty", "import", frame=frame,
-                             before={"reviewed_empty": False}, after={"reviewed_empty": True})
+        for fid in unmark:
+            frames[fid].reviewed_empty = False
+            record_event(user, "unmark_empty", "import", frame=frames[fid],
+                         before={"reviewed_empty": True}, after={"reviewed_empty": False})
+        for fid in mark:
+            frames[fid].reviewed_empty = True
+            record_event(user, "mark_empty", "import", frame=frames[fid],
+                         before={"reviewed_empty": False}, after={"reviewed_empty": True})
         scenes_status: dict[int, str] = {}
         if status is not None:
-            scene_ids = sorted({frames[fid].scene_id for fid in plan.matched_frames
-                                if frames[fid].scene_id is not None})
-            for scene in db.session.scalars(sa.select(Scene).where(Scene.id.in_(scene_ids))):
+            for sid in touched:
+                scene = scenes[sid]
                 scenes_status[scene.id] = new_status.value
                 if scene.status != new_status:
                     record_event(user, "status", "import", scene_id=scene.id,
@@ -290,8 +336,9 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
             video_id=plan.video_id, dry_run=dry_run, images_matched=len(plan.matched_frames),
             images_skipped=plan.skipped_images, boxes_added=len(added),
             boxes_by_source=dict(Counter(b.source.value for b in added)),
-            duplicates_skipped=duplicates, frames_marked_empty=marked,
-            scenes_status=scenes_status, warnings=list(plan.warnings))
+            duplicates_skipped=duplicates, frames_marked_empty=len(mark),
+            scenes_status=scenes_status, warnings=list(plan.warnings),
+            scenes_reopened=[s.id for s in reopened])
         if dry_run:
             db.session.rollback()
         else:

@@ -15,8 +15,10 @@ Design choices:
   whose only annotations are empty marks its frame reviewed-empty again.
 - On import percentages become pixels and box edges are rounded to whole pixels (Label Studio
   leaves float noise: 100 px comes back as 99.9999984), so whole-pixel boxes survive a round
-  trip exactly. Rotated boxes, other region types, unknown labels, boxes outside the frame or
-  of another frame size, and colliding task or region ids are problems: nothing is imported.
+  trip exactly. Rotated boxes (a ``rotation`` or ``image_rotation`` that is not a finite whole
+  turn: boxes here are axis-aligned), other region types, unknown labels, boxes outside the
+  frame or of another frame size, task ids that are not integers, region ids that are neither
+  texts nor integers, and colliding task or region ids are problems: nothing is imported.
 - Pushing to a server goes through ``label_studio_sdk``: create a project with the config,
   then import the tasks. Only http(s) URLs are accepted; failures become one clear message.
 """
@@ -33,6 +35,7 @@ from ..db import db
 from ..models import BoxSource, DatasetVersion, LabelClass, Scene, User
 from . import ServiceError
 from .coco_export import build_coco, frames_of_scenes
+from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     ImportedBox,
     ImportPlan,
@@ -44,6 +47,7 @@ from .label_import import (
     is_number,
     video_frames,
 )
+from .workflow import Reopen
 
 FROM_NAME = "label"
 TO_NAME = "image"
@@ -130,7 +134,7 @@ def version_tasks(version: DatasetVersion, image_prefix: str = "") -> list[dict[
 
 def scene_tasks(scene_id: int, image_prefix: str = "") -> list[dict[str, Any]]:
     """Tasks for a scene as it is now (every stored frame of it)."""
-    if db.session.get(Scene, scene_id) is None:
+    if not is_db_int(scene_id, 1) or db.session.get(Scene, scene_id) is None:
         raise LabelStudioRefused(f"No scene {scene_id}.", status=404)
     doc = build_coco({"scene": frames_of_scenes([scene_id])})["scene"]
     return coco_to_tasks(doc, image_prefix)
@@ -158,17 +162,21 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
             plan.problem(f"task #{n}: not an object with a 'data' object")
             continue
         tid = task.get("id")
-        where = f"task {tid}" if tid is not None else f"task #{n}"
+        where = f"task {shown(tid)}" if is_int(tid) else f"task #{n}"
         if tid is not None:
             if not is_int(tid):
-                plan.problem(f"{where}: 'id' must be an integer")
+                plan.problem(f"{where}: 'id' must be an integer, got {shown(tid)}")
                 continue
             if tid in task_ids:
-                plan.problem(f"task id {tid} is used twice")
+                plan.problem(f"task id {shown(tid)} is used twice")
                 continue
             task_ids.add(tid)
         d = task["data"]
-        if is_int(d.get("video_id")) and d["video_id"] != video_id:
+        other_video = d.get("video_id")
+        if other_video is not None and not is_int(other_video):
+            plan.problem(f"{where}: 'data.video_id' must be an integer, got {shown(other_video)}")
+            continue
+        if other_video is not None and other_video != video_id:
             plan.skipped_images += 1
             continue
         frame = frames.find(d.get("frame_index"), d.get("image"), match, where, plan,
@@ -219,32 +227,42 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
             continue
         rid = item.get("id")
         if rid is not None:
-            at = f"{where}, region {rid}"
+            if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+                plan.problem(f"{at}: 'id' must be a text or an integer, got {shown(rid)}")
+                continue
+            at = f"{where}, region {shown(rid)}"
             if rid in seen:
-                plan.problem(f"{where}: region id {rid!r} is used twice")
+                plan.problem(f"{where}: region id {shown(rid)} is used twice")
                 continue
             seen.add(rid)
         if item.get("type") != "rectanglelabels":
-            plan.problem(f"{at}: type {item.get('type')!r} is not supported (only rectanglelabels)")
+            plan.problem(f"{at}: type {shown(item.get('type'))} is not supported "
+                         "(only rectanglelabels)")
             continue
         value = item.get("value")
-        if not isinstance(value, dict) or not all(is_number(value.get(k)) for k in ("x", "y", "width", "height")):
-            plan.problem(f"{at}: value needs numbers x, y, width and height")
+        edges = ("x", "y", "width", "height")
+        if not isinstance(value, dict) or not all(is_number(value.get(k)) for k in edges):
+            got = {k: value.get(k) for k in edges} if isinstance(value, dict) else value
+            plan.problem(f"{at}: value needs finite numbers x, y, width and height, "
+                         f"got {shown(got)}")
             continue
-        if abs(value.get("rotation") or 0) > 1e-6:
-            plan.problem(f"{at}: rotated boxes ({value['rotation']:g}°) cannot be imported")
+        turned = _turned(value.get("rotation"), item.get("image_rotation"))
+        if turned:
+            plan.problem(f"{at}: {turned}")
             continue
         labels = value.get("rectanglelabels")
         if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
-            plan.problem(f"{at}: needs exactly one label in rectanglelabels, got {labels!r}")
+            plan.problem(f"{at}: needs exactly one label in rectanglelabels, got {shown(labels)}")
             continue
         class_id = classes.get(labels[0].strip().lower())
         if class_id is None:
-            plan.problem(f"{at}: unknown class {labels[0]!r}; the classes are {', '.join(sorted(classes))}")
+            plan.problem(f"{at}: unknown class {shown(labels[0])}; the classes are "
+                         f"{', '.join(sorted(classes))}")
             continue
         sizes = [(key, item.get(key), have) for key, have in
                  (("original_width", frame.width), ("original_height", frame.height))]
-        wrong = [f"{key} {got}" for key, got, have in sizes if got is not None and got != have]
+        wrong = [f"{key} {shown(got)}" for key, got, have in sizes
+                 if got is not None and got != have]
         if wrong:
             plan.problem(f"{at}: {', '.join(wrong)} differs from frame {frame.frame_index}'s "
                          f"{frame.width}x{frame.height}")
@@ -259,8 +277,13 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
         if x1 <= x0 or y1 <= y0:
             plan.problem(f"{at}: the box is smaller than a pixel")
             continue
-        region = meta.get(rid) if isinstance(meta.get(rid), dict) else {}
-        track_id = region.get("track_id") if is_int(region.get("track_id")) else None
+        region = meta.get(str(rid)) if rid is not None else None
+        region = region if isinstance(region, dict) else {}
+        track_id = region.get("track_id")
+        if track_id is not None and not is_db_int(track_id, 0):
+            plan.problem(f"{at}: data.sonolabel_regions track_id must be an integer from 0 to "
+                         f"{DB_INT_MAX}, got {shown(track_id)}")
+            continue
         if prediction is None:
             source = (BoxSource.propagated if region.get("source") == BoxSource.propagated.value
                       else BoxSource.manual)
@@ -269,11 +292,12 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
             source = BoxSource.model
             score = item.get("score", prediction.get("score"))
             if score is not None and (not is_number(score) or not 0 <= score <= 1):
-                plan.problem(f"{at}: score must be a number from 0 to 1, got {score!r}")
+                plan.problem(f"{at}: score must be a number from 0 to 1, got {shown(score)}")
                 continue
             version = prediction.get("model_version") or None
             if version is not None and (not isinstance(version, str) or len(version) > 64):
-                plan.problem(f"{at}: model_version must be a text of up to 64 characters")
+                plan.problem(f"{at}: model_version must be a text of up to 64 characters, "
+                             f"got {shown(version)}")
                 continue
         plan.boxes.append(ImportedBox(frame.id, class_id, float(x0), float(y0), float(x1 - x0),
                                       float(y1 - y0), source=source,
@@ -283,12 +307,27 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
     return count
 
 
+def _turned(rotation: Any, image_rotation: Any) -> str:
+    """Why a region's ``value.rotation`` or ``image_rotation`` keeps it out (boxes here are
+    axis-aligned on the unrotated frame), or "" when both are absent or whole turns."""
+    for key, degrees, what in (
+            ("rotation", rotation, "rotated boxes"),
+            ("image_rotation", image_rotation, "boxes drawn on a rotated image")):
+        if degrees is None:
+            continue
+        if not is_number(degrees):
+            return f"'{key}' must be a finite number of degrees, got {shown(degrees)}"
+        if min(degrees % 360, -degrees % 360) > 1e-6:
+            return f"{what} ({degrees:g}°) cannot be imported; boxes here are axis-aligned"
+    return ""
+
+
 def import_labelstudio(data: Any, video_id: int, match: str = "frame_index",
                        status: str | None = None, dry_run: bool = False,
-                       user: User | None = None) -> ImportReport:
+                       user: User | None = None, reopen: Reopen | None = None) -> ImportReport:
     """Parse and apply a Label Studio JSON export; raises ``LabelImportRefused`` on problems."""
     return apply_plan(parse_labelstudio(data, video_id, match), status=status, dry_run=dry_run,
-                      user=user)
+                      user=user, reopen=reopen)
 
 
 # --- server ----------------------------------------------------------------------------------

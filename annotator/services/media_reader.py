@@ -73,9 +73,12 @@ class ArrayPicture(Picture):
 
 
 class MediaReader:
-    """Header facts in ``info``; ``frames()`` yields ``(index, timestamp_ms, picture)`` once."""
+    """Header facts in ``info``; ``frames()`` yields ``(index, timestamp_ms, picture)`` once.
+    ``skipped``, once the frames are read: the times (ms, None where unknown) of frames the
+    decoder refused as damaged and left out."""
 
     info: MediaInfo
+    skipped: tuple[float | None, ...] = ()
 
     def frames(self) -> Iterator[tuple[int, float, Picture]]:
         raise NotImplementedError

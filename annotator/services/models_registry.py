@@ -30,6 +30,7 @@ from ..db import db
 from ..models import DatasetVersion, EvaluationReport, Job, JobStatus, ModelVersion, Role, User
 from . import ServiceError
 from .frames import commit_or_remove, data_dir, file_sha256
+from .input_checks import is_db_int
 from .job_spec import JobContext, Param, choice, integer, kind, text
 
 MODEL_KINDS = ("single", "two_frame")
@@ -55,7 +56,9 @@ def model_file(version: ModelVersion) -> Path:
 
 def _by_id_or_name(model: type, ref: str | int, what: str) -> Any:
     ref = str(ref).strip()
-    row = db.session.get(model, int(ref)) if ref.isdigit() else None
+    # Only ASCII digits an id column can hold are an id ("²" is a digit to str.isdigit).
+    is_id = ref.isascii() and ref.isdigit() and len(ref) <= 10 and is_db_int(int(ref))
+    row = db.session.get(model, int(ref)) if is_id else None
     if row is None:
         row = db.session.scalar(sa.select(model).where(model.name == ref))
     if row is None:

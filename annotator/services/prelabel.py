@@ -10,8 +10,9 @@ Design choices:
   failed job leaves no scene half pre-labelled. Re-running replaces only this version's
   boxes that are still unreviewed (source ``model``): accepted ones became manual boxes, and
   manual boxes, propagated boxes and other versions' pre-labels are never touched.
-- Submitted and reviewed scenes are skipped (they are locked for editing, and pre-labels
-  would be exported with them).
+- Scenes the user who started the job may not edit are skipped (:func:`.workflow.edit_refused`):
+  submitted and reviewed ones (locked, and pre-labels would be exported with them), and for an
+  annotator those assigned to someone else.
 - Each new box writes a ``prelabel`` label event (user: who started the job); each replaced
   one a ``replace`` event without a box id, so review notes do not count it as rejected.
 - After each scene its rank for "what to label next" is computed from the same frames.
@@ -31,7 +32,7 @@ from .frames import read_frame
 from .job_spec import JobContext, Param, id_list, integer, kind, number, text
 from .models_registry import active_version, get_model_version, model_file
 from .ranking import scene_disagreement, store_ranking
-from .workflow import EDITABLE
+from .workflow import edit_refused
 
 MAX_PER_FRAME = 30
 DEFAULT_MIN_SCORE = 0.1
@@ -133,25 +134,27 @@ def run_prelabel(ctx: JobContext, params: dict[str, Any], user: User | None) -> 
     version = resolve_model(params.get("model_version"))
     name, weights = version.name, model_file(version)
     scenes = resolve_scenes(params)
-    plan = [(s.id, s.status in EDITABLE, s.frame_count) for s in scenes]
+    plan = [(s.id, edit_refused(s, user), s.frame_count) for s in scenes]
     db.session.rollback()
-    total = sum(n for _, ok, n in plan if ok) or 1
+    total = sum(n for _, refused, n in plan if refused is None) or 1
     ctx.progress(1, f"pre-labelling {len(plan)} scene(s) with {name}")
     predictor = Predictor(weights, score_threshold=min(0.05, params["min_score"]))
     done, created, replaced, skipped = 0, 0, 0, []
-    for scene_id, editable, _ in plan:
-        if not editable:
+    for scene_id, refused, _ in plan:
+        if refused is not None:
             skipped.append(scene_id)
-            ctx.log(f"scene {scene_id} skipped: submitted or reviewed scenes are locked")
+            ctx.log(f"scene {scene_id} skipped: {refused}")
             continue
         scene = db.session.get(Scene, scene_id)
         frames = list(scene.frames)
         images, detections = predict_scene(
             predictor, frames, lambda n: ctx.progress(1 + 98 * (done + n) / total))
         db.session.refresh(scene)
-        if scene.status not in EDITABLE:  # submitted while we were predicting
+        refused = edit_refused(scene, user)  # submitted or reassigned while we were predicting
+        if refused is not None:
             db.session.rollback()
             skipped.append(scene_id)
+            ctx.log(f"scene {scene_id} skipped: {refused}")
             continue
         try:
             made, gone, stored = store_prelabels(scene, frames, detections, name, user,

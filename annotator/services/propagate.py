@@ -49,7 +49,7 @@ from .boxes import clip_box, iou, plain
 from .event_log import record_event
 from .frames import read_frame
 from .job_spec import JobContext, Param, integer, kind
-from .workflow import Change, LabelRefused, commit, start_editing
+from .workflow import Change, LabelRefused, check_editable, commit, start_editing
 
 FLOW_SIDE = 512
 MIN_SCALE, MAX_SCALE = 0.8, 1.25
@@ -183,6 +183,7 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
               progress: Callable[[float], None] | None = None) -> Propagation:
     """Carry ``start``'s boxes forward ``steps`` frames (None: to the scene's end), chaining
     each result into the next step; writes everything in one transaction."""
+    check_editable(scene, user)  # before the flow: a refusal should not wait for it
     frames = [f for f in scene.frames]
     index = next((i for i, f in enumerate(frames) if f.id == start.id), None)
     if index is None:

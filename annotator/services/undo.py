@@ -10,7 +10,7 @@ Design choices:
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -18,26 +18,28 @@ from ..db import db
 from ..models import Box, BoxSource, LabelEvent, Scene, User
 from .box_edits import check_version, get_frame, unmark_empty
 from .event_log import is_mark_event, record_event
+from .input_checks import id_list
 from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
 
+MAX_REVERT = 1000  # events in one revert: an undo step is a handful
 # What a revert restores: the box's content and provenance, never its id or timestamps.
 RESTORED_FIELDS = ("frame_id", "class_id", "x", "y", "w", "h", "source", "score", "model_version",
                    "track_id", "author_id")
 
 
 @atomic
-def revert_events(event_ids: Iterable[int], user: User) -> Change:
-    """Undo recorded box and mark events (newest first), all or none; a redo reverts the revert."""
-    ids = list(event_ids)
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise LabelRefused("'event_ids' must be a non-empty list of event ids.")
+def revert_events(event_ids: Any, user: User) -> Change:
+    """Undo recorded box and mark events (newest first), all or none; a redo reverts the revert.
+    ``event_ids`` is what the client sent, checked here: a non-empty list of event ids."""
+    ids = id_list(event_ids, "event_ids", limit=MAX_REVERT, what="event ids")
     events: list[LabelEvent] = []
     box: Box | None = None
     scene: Scene | None = None
     for event_id in sorted(ids, reverse=True):
         ev = db.session.get(LabelEvent, event_id)
         if ev is None or (ev.box_id is None and not is_mark_event(ev)):
-            raise LabelRefused(f"Event {event_id} is not a box or mark change that can be undone.")
+            raise LabelRefused(f"Event {event_id} in 'event_ids' is not a box or mark change that "
+                               "can be undone.")
         if ev.box_id is not None:
             box, new_events = _revert_box(ev, user)
         else:

@@ -8,11 +8,15 @@ release the GIL). The workers also make the small copy that cut detection
 (:mod:`.cut_detection`) reads, fed in frame order as results come back. Frame rows are bulk-inserted at the end, in
 the same transaction as the video and its scenes.
 
-Failure at any point rolls the transaction back, waits for the workers, and deletes the frame
-files this import created that no frame row references, so a refused import leaves nothing.
+Failure at any point rolls the transaction back, waits for the workers, and, when no other
+import is in flight, deletes the frame files this import created that no committed row
+references, so a refused import leaves nothing; otherwise they stay for the orphan sweep (the
+rule is in :class:`.frames.FrameStore`). Frames the decoder rejected (damaged packets) are
+skipped and listed on the video (``skipped_frames``).
 """
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
@@ -32,6 +36,7 @@ from ..models import Frame, Patient, Scene, User, Video
 from . import ImportRefused
 from .cut_detection import CutDetector, SceneMode, parse_scene_mode, scene_ranges
 from .frames import FrameStore, data_dir, file_sha256
+from .input_checks import shown
 from .media import open_media, sniff_container
 from .media_reader import MediaReader, Picture
 from .png import encode_png
@@ -53,18 +58,19 @@ class ImportResult:
     frames: int
     scenes: int
     roi: list[int] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # see skipped_frames()
 
     def as_json(self) -> dict[str, Any]:
         return {"video_id": self.video.id, "frames": self.frames, "scenes": self.scenes,
-                "roi": self.roi}
+                "roi": self.roi, "skipped_frames": self.skipped}
 
 
 def validate_patient_code(code: str) -> str:
     """1-64 letters, digits, '-', '_', '.', not starting with '.' (it becomes part of paths)."""
     if not isinstance(code, str) or not PATIENT_CODE.fullmatch(code):
         raise ImportRefused(
-            f"patient code {code!r} is invalid: use 1-64 letters, digits, '-', '_' or '.', "
-            "not starting with '.'")
+            f"patient code {shown(code, 64)} is invalid: use 1-64 letters, digits, '-', '_' or "
+            "'.', not starting with '.'")
     return code
 
 
@@ -89,16 +95,17 @@ def import_video(path: Path, patient_code: str, scenes: str = "auto", user: User
     store = FrameStore(data_dir())
     reader = open_media(path, int(config["SONOLABEL_MAX_FRAME_PIXELS"]))
     try:
-        length = mode.length or int(config["SONOLABEL_SCENE_LENGTH"])
-        decoded = _decode_and_store(reader, store, mode, progress)
-        ranges = scene_ranges(len(decoded.frames), decoded.cuts if mode.kind == "auto" else [],
-                              None if mode.kind == "none" else length)
-        video = _write_rows(reader, decoded, ranges, code, source_sha,
-                            (source_name or path.name)[:255], user)
-        db.session.commit()
+        with store.writing():  # held until the rows referencing the frames are committed
+            length = mode.length or int(config["SONOLABEL_SCENE_LENGTH"])
+            decoded = _decode_and_store(reader, store, mode, progress)
+            ranges = scene_ranges(len(decoded.frames), decoded.cuts if mode.kind == "auto" else [],
+                                  None if mode.kind == "none" else length)
+            video = _write_rows(reader, decoded, ranges, code, source_sha,
+                                (source_name or path.name)[:255], user)
+            db.session.commit()
     except BaseException as exc:
         db.session.rollback()
-        _remove_unreferenced(store)
+        store.discard_created(_committed_use)
         if isinstance(exc, IntegrityError):
             # The same file or patient was created by a concurrent import meanwhile.
             raise ImportRefused("this file or patient was being imported at the same time; "
@@ -106,7 +113,8 @@ def import_video(path: Path, patient_code: str, scenes: str = "auto", user: User
         raise
     finally:
         reader.close()
-    return ImportResult(video, True, len(decoded.frames), len(ranges), decoded.roi.rect)
+    return ImportResult(video, True, len(decoded.frames), len(ranges), decoded.roi.rect,
+                        video.skipped_frames)
 
 
 def _existing(video: Video, code: str) -> ImportResult:
@@ -115,7 +123,16 @@ def _existing(video: Video, code: str) -> ImportResult:
             f"this file was already imported as video {video.id} of another patient", 409)
     n_scenes = db.session.scalar(
         select(db.func.count()).select_from(Scene).where(Scene.video_id == video.id)) or 0
-    return ImportResult(video, False, video.frame_count, n_scenes, video.roi)
+    return ImportResult(video, False, video.frame_count, n_scenes, video.roi, video.skipped_frames)
+
+
+def skipped_frames(times: tuple[float | None, ...], stored: list[float]) -> list[dict[str, Any]]:
+    """Each frame the decoder refused as damaged: its time (ms) and ``before_frame``, the number
+    of the stored frame that follows the gap (the frame count when at the end); None where the
+    file gives no time."""
+    return [{"timestamp_ms": None, "before_frame": None} if t is None else
+            {"timestamp_ms": round(t, 3), "before_frame": bisect.bisect_left(stored, t)}
+            for t in times]
 
 
 @dataclass
@@ -205,6 +222,7 @@ def _write_rows(reader: MediaReader, decoded: _Decoded, ranges: list[tuple[int, 
         frame_count=len(decoded.frames), width=info.width, height=info.height,
         roi_x=roi.x, roi_y=roi.y, roi_w=roi.w, roi_h=roi.h,
         deidentified=roi.found, deid_method=roi.method[:255],
+        skipped_frames=skipped_frames(reader.skipped, [ts for ts, *_ in decoded.frames]),
         imported_by_id=user.id if user is not None else None)
     db.session.add(video)
     db.session.flush()
@@ -223,16 +241,10 @@ def _write_rows(reader: MediaReader, decoded: _Decoded, ranges: list[tuple[int, 
     return video
 
 
-def _remove_unreferenced(store: FrameStore) -> None:
-    created = sorted(store.created)
-    referenced: set[str] = set()
+def _committed_use(hashes: list[str]) -> set[str]:
+    from .integrity import referenced_hashes
+
     try:
-        for start in range(0, len(created), 500):
-            chunk = created[start:start + 500]
-            referenced.update(db.session.scalars(
-                select(Frame.sha256).where(Frame.sha256.in_(chunk)).distinct()))
-    except Exception:
-        pass  # database unreachable: no committed row can use what this import just wrote
+        return referenced_hashes(hashes)
     finally:
-        db.session.rollback()  # end the transaction the check opened
-    store.remove(h for h in created if h not in referenced)
+        db.session.rollback()  # end the transaction the query opened

@@ -5,6 +5,8 @@ Design choices:
   stored from its luma plane (the range expanded as the BGR conversion would); any other pixel
   format, and a video the container says to display turned, is converted to BGR.
 - A timestamp is the decoder's position: the frame's presentation time from the stream's start.
+- A packet the decoder refuses (damaged data) is skipped, as OpenCV's reader skips it, and the
+  time of the frame lost is kept in ``skipped`` for the import to report.
 """
 from __future__ import annotations
 
@@ -150,13 +152,21 @@ class VideoReader(MediaReader):
         stream, fps, name = self.stream, self.info.fps, self.path.name
         start, time_base = stream.start_time or 0, float(stream.time_base or 0)
         index, last_ts = 0, -1.0
+        sent: list[int] = []  # presentation times of the packets given to the decoder
+        got: set[int] = set()  # and of the frames it gave back
+        refused: list[int | None] = []
         try:
             for packet in self.container.demux(stream):
+                if packet.size and packet.pts is not None and not packet.is_discard:
+                    sent.append(packet.pts)
                 try:
                     decoded = packet.decode()
                 except (av.InvalidDataError, av.PatchWelcomeError):
-                    continue  # a damaged packet: skipped, as OpenCV's reader skips it
+                    refused.append(packet.pts)
+                    continue
                 for frame in decoded:
+                    if frame.pts is not None:
+                        got.add(frame.pts)
                     ts = -1.0 if frame.pts is None else (frame.pts - start) * time_base * 1000.0
                     if ts <= last_ts:
                         ts = index * 1000.0 / fps  # the container gave no usable time: derive it
@@ -170,6 +180,12 @@ class VideoReader(MediaReader):
             if index == 0:
                 raise ImportRefused(f"{name}: no frame could be decoded ({exc.strerror})", 415) from None
             # Reading stopped early (a cut-off file): the count below tells whether that matters.
+        if refused:
+            # With frame threading a refusal surfaces some packets after the damaged one: the
+            # frames lost are those whose packet went in and never came out, when that matches.
+            lost = [pts for pts in sent if pts not in got]
+            self.skipped = tuple(None if pts is None else (pts - start) * time_base * 1000.0
+                                 for pts in (lost if len(lost) == len(refused) else refused))
         expected = self.info.frame_count
         if index == 0:
             codec = self.info.codec or "unknown"

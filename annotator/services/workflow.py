@@ -5,6 +5,16 @@ with the roles that may make each move). Its boxes can be edited while it is new
 or returned (:data:`EDITABLE`); the first edit of a new or returned scene starts it
 (:func:`start_editing`), giving it to the editor when nobody has it.
 
+Who may change a scene's labels is decided here only (:func:`check_editable`, which
+:func:`start_editing` calls, and its assignment half for the annotator's moves of
+:func:`change_status`): nobody while it is submitted or reviewed (the review lock, 409), and
+while it is assigned only its assignee, a data manager or an admin (403), as in CVAT, where a
+job's assignee is the one who annotates it. Jobs started from the CLI (no user) pass the
+assignment check, never the lock. An import
+that would change a locked scene is refused unless an admin reopens it for that import with a
+reason (:func:`unlock_for_import`): it goes back to ``returned`` with the reason as the review
+comment, so the change is reviewed again, and the ``reopen`` event says who and why.
+
 Design choices:
 - Every label change (a box edit, an undo, a status move, an assignment) is one transaction
   that writes the change and its events (:mod:`.event_log`): :func:`atomic` rolls back on a
@@ -26,6 +36,7 @@ from ..db import db
 from ..models import Box, Frame, LabelEvent, Patient, Role, Scene, SceneStatus, User, Video
 from . import ServiceError
 from .event_log import is_mark_event, record_event
+from .input_checks import id_list, shown
 
 EDITABLE = {SceneStatus.new, SceneStatus.in_progress, SceneStatus.returned}
 EDITOR_ROLES = {Role.admin, Role.annotator}
@@ -42,8 +53,10 @@ TRANSITIONS: dict[tuple[SceneStatus, SceneStatus], set[Role]] = {
     (SceneStatus.reviewed, SceneStatus.returned): REVIEWER_ROLES,
 }
 ASSIGNABLE = (Role.annotator, Role.admin)  # the roles that edit boxes
+MANAGER_ROLES = {Role.admin, Role.data_manager}  # may change any scene, assigned or not
 MAX_ASSIGN = 10_000
 MAX_COMMENT = 5000
+LISTED = 20  # scenes named in a message
 
 
 class LabelRefused(ServiceError):
@@ -57,6 +70,22 @@ class LabelRefused(ServiceError):
 
 class Conflict(LabelRefused):
     status = 409
+
+
+class ScenesLocked(Conflict):
+    """An import that would change submitted or reviewed scenes; nothing was imported."""
+
+    def __init__(self, scenes: list[Scene]):
+        names = ", ".join(f"{s.id} ({s.status.value})" for s in scenes[:LISTED])
+        if len(scenes) > LISTED:
+            names += f" and {len(scenes) - LISTED} more"
+        super().__init__(
+            f"Scene{'s' if len(scenes) > 1 else ''} {names} {'are' if len(scenes) > 1 else 'is'} "
+            "locked for review and this import would change "
+            f"{'them' if len(scenes) > 1 else 'it'}; nothing was imported. An admin may reopen "
+            "them for the import, giving a reason (sonolabel: --reopen --reason TEXT --as ADMIN); "
+            "they go back to returned, to be reviewed again.",
+            locked_scenes={str(s.id): s.status.value for s in scenes})
 
 
 @dataclass
@@ -126,14 +155,42 @@ def _locked(scene: Scene) -> Conflict:
                     "it cannot be edited until a reviewer returns it.")
 
 
+def check_assignee(scene: Scene, user: User | None) -> None:
+    """Refuse a change to a scene assigned to someone else, unless ``user`` manages scenes
+    (or is None: a job started from the CLI)."""
+    if user is None or user.role in MANAGER_ROLES or scene.assignee_id in (None, user.id):
+        return
+    name = db.session.scalar(db.select(User.username).where(User.id == scene.assignee_id))
+    raise LabelRefused(f"Scene {scene.id} is assigned to {name}: only {name}, a data manager "
+                       "or an admin may change it.", status=403)
+
+
+def check_editable(scene: Scene, user: User | None) -> None:
+    """The one rule for changing a scene's labels: not while it is locked for review, and
+    only by its assignee when it has one (see the module's docstring)."""
+    if scene.status not in EDITABLE:
+        raise _locked(scene)
+    check_assignee(scene, user)
+
+
+def edit_refused(scene: Scene, user: User | None) -> str | None:
+    """Why :func:`check_editable` refuses ``user`` the scene, or None (for jobs that skip
+    such scenes)."""
+    try:
+        check_editable(scene, user)
+    except LabelRefused as err:
+        return err.message
+    return None
+
+
 def start_editing(frame: Frame, user: User | None) -> list[LabelEvent]:
-    """Refuse edits to a frame of a locked scene; the first edit of a new or returned scene
-    starts it. A change without a user (a job started from the CLI) leaves the status alone."""
+    """Refuse edits that :func:`check_editable` refuses; the first edit of a new or returned
+    scene starts it. A change without a user (a job started from the CLI) leaves the status
+    alone."""
     scene = frame.scene
     if scene is None:
         return []
-    if scene.status not in EDITABLE:
-        raise _locked(scene)
+    check_editable(scene, user)
     if scene.status != SceneStatus.in_progress and user is not None:
         return [move_scene(scene, SceneStatus.in_progress, user, "")]
     return []
@@ -160,7 +217,7 @@ def change_status(scene_id: int, payload: dict[str, Any], user: User) -> Change:
     try:
         to = SceneStatus(payload.get("status"))
     except ValueError:
-        raise LabelRefused(f"Unknown status {payload.get('status')!r}; one of "
+        raise LabelRefused(f"Unknown status {shown(payload.get('status'))} in 'status'; one of "
                            + ", ".join(s.value for s in SceneStatus) + ".")
     comment = payload.get("comment", "")
     if not isinstance(comment, str):
@@ -172,12 +229,57 @@ def change_status(scene_id: int, payload: dict[str, Any], user: User) -> Change:
     if user.role not in roles:
         raise LabelRefused(f"A {user.role.value.replace('_', ' ')} may not move a scene from "
                            f"{scene.status.value} to {to.value}.", status=403)
+    if to in (SceneStatus.in_progress, SceneStatus.submitted):  # the annotator's moves
+        check_assignee(scene, user)
     if to == SceneStatus.returned and not comment:
         raise LabelRefused("Say what to fix: returning a scene needs a comment.")
     if len(comment) > MAX_COMMENT:
         raise LabelRefused(f"The comment is too long ({MAX_COMMENT} characters at most).")
     event = move_scene(scene, to, user, comment)
     return commit(Change(None, [event], scene))
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """An admin's leave for one import to change submitted or reviewed scenes, and why."""
+
+    user: User
+    reason: str
+
+
+def reopen_leave(user: User | None, reason: str | None) -> Reopen:
+    """Check that ``user`` may reopen locked scenes (admins only) and gave a reason."""
+    if user is None or user.role != Role.admin:
+        raise LabelRefused("Only an admin may reopen submitted or reviewed scenes.", status=403)
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise LabelRefused("Say why: reopening submitted or reviewed scenes needs a reason.")
+    if len(reason) > MAX_COMMENT:
+        raise LabelRefused(f"The reason is too long ({MAX_COMMENT} characters at most).")
+    return Reopen(user, reason)
+
+
+def unlock_for_import(scenes: Iterable[Scene], leave: Reopen | None) -> list[Scene]:
+    """Refuse an import that would change submitted or reviewed scenes, unless an admin gave
+    ``leave``: then each goes back to returned, the reason its review comment, with a
+    ``reopen`` event. Returns the reopened scenes (not committed)."""
+    locked = sorted((s for s in scenes if s.status not in EDITABLE), key=lambda s: s.id)
+    if locked and leave is None:
+        raise ScenesLocked(locked)
+    for scene in locked:
+        record_event(leave.user, "reopen", "workflow", scene_id=scene.id,
+                     before={"status": scene.status.value},
+                     after={"status": SceneStatus.returned.value, "comment": leave.reason})
+        scene.status, scene.review_comment = SceneStatus.returned, leave.reason
+    return locked
+
+
+def active_user(name: str) -> User:
+    """The active user called ``name`` (for commands that say who acts, ``--as NAME``)."""
+    user = db.session.scalar(db.select(User).where(User.username == name))
+    if user is None or not user.active:
+        raise LabelRefused(f"There is no active user {shown(name)}.")
+    return user
 
 
 def assignable_users() -> list[User]:
@@ -187,24 +289,20 @@ def assignable_users() -> list[User]:
 
 
 @atomic
-def assign_scenes(scene_ids: Iterable[int], assignee: str | None, user: User) -> list[Scene]:
+def assign_scenes(scene_ids: list[int], assignee: str | None, user: User) -> list[Scene]:
     """Give scenes to an annotator (``assignee`` a user name) or to nobody (None); all or none.
 
     Each scene whose assignee changes gets an ``assign`` event. The scene's status is kept: a
     scene in progress goes on where its previous annotator left it.
     """
-    ids = list(scene_ids) if isinstance(scene_ids, (list, tuple)) else None
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise LabelRefused("'scene_ids' must be a non-empty list of scene ids.")
-    if len(ids) > MAX_ASSIGN:
-        raise LabelRefused(f"At most {MAX_ASSIGN} scenes at a time.")
+    ids = id_list(scene_ids, "scene_ids", limit=MAX_ASSIGN, what="scene ids")
     target: User | None = None
     if assignee is not None:
         if not isinstance(assignee, str):
             raise LabelRefused("'assignee' must be a user name, or null to unassign.")
         target = db.session.scalar(db.select(User).where(User.username == assignee))
         if target is None or not target.active:
-            raise LabelRefused(f"There is no active user {assignee!r}.")
+            raise LabelRefused(f"There is no active user {shown(assignee)} ('assignee').")
         if target.role not in ASSIGNABLE:
             raise LabelRefused(f"{assignee} is a {target.role.value.replace('_', ' ')}: scenes go "
                                "to annotators (or admins), who draw the boxes.")
@@ -234,7 +332,8 @@ def find_scenes(status: str = "", video_id: int | None = None, patient: str = ""
         try:
             query = query.where(Scene.status == SceneStatus(status))
         except ValueError:
-            raise LabelRefused(f"Unknown status {status!r}.")
+            raise LabelRefused(f"Unknown status {shown(status)} in 'status'; one of "
+                               + ", ".join(s.value for s in SceneStatus) + ".")
     if video_id is not None:
         query = query.where(Scene.video_id == video_id)
     if patient:

@@ -94,7 +94,7 @@
     if (!scene) return;
     const was = S.scene.status;
     Object.assign(S.scene, scene);
-    S.perms.edit = EDITORS.includes(S.user.role) && EDITABLE.includes(S.scene.status);
+    S.perms.edit = EDITORS.includes(S.user.role) && EDITABLE.includes(S.scene.status) && !assignedElsewhere();
     root.classList.toggle("readonly", !S.perms.edit);
     saveState();
     if (was !== S.scene.status) renderWorkflow();
@@ -116,11 +116,17 @@
   const visible = (b) => !isModel(b) || (b.score ?? 0) >= S.threshold;
   const classOf = (id) => S.classes.find((c) => c.id === id) || { name: `class ${id}`, color: "#ffffff" };
 
+  // The server's rule (workflow.check_editable): an assigned scene is its assignee's (admins too).
+  const assignedElsewhere = () =>
+    !!S.scene.assignee && S.scene.assignee !== S.user.username && S.user.role !== "admin";
+
   function guardEdit() {
     if (S.perms.edit) return true;
-    const why = EDITORS.includes(S.user.role)
-      ? `The scene is ${S.scene.status.replace("_", " ")}; it is locked until a reviewer returns it.`
-      : "Your role can view this scene but not change its boxes.";
+    const why = !EDITORS.includes(S.user.role)
+      ? "Your role can view this scene but not change its boxes."
+      : !EDITABLE.includes(S.scene.status)
+        ? `The scene is ${S.scene.status.replace("_", " ")}; it is locked until a reviewer returns it.`
+        : `The scene is assigned to ${S.scene.assignee}; only they (or an admin) change its boxes.`;
     toast(why, "info");
     return false;
   }
@@ -780,7 +786,9 @@
     };
     const editor = EDITORS.includes(S.user.role);
     const reviewer = ["admin", "reviewer"].includes(S.user.role);
-    if (editor && ["in_progress", "returned"].includes(st)) {
+    if (editor && assignedElsewhere() && EDITABLE.includes(st)) {
+      p(`Assigned to ${S.scene.assignee}: you can look, not change it.`);
+    } else if (editor && ["in_progress", "returned"].includes(st)) {
       p("When every frame has its boxes or is marked “no findings”, hand the scene to a reviewer.");
       button("Submit for review", "primary", () => setStatus("submitted"), "submit-scene");
     } else if (editor && st === "new") {
