@@ -153,7 +153,7 @@ def export_labelstudio_cmd(version: str | None, scene_id: int | None, out: str, 
                            push_url: str | None, token: str | None) -> None:
     """Write VERSION (or --scene) as Label Studio tasks plus the matching labeling config."""
     from .services.dataset_versions import get_version
-    from .services.labelstudio import labeling_config, push, scene_tasks, version_tasks
+    from .services.labelstudio_export import labeling_config, push, scene_tasks, version_tasks
 
     if (version is None) == (scene_id is None):
         fail("name a VERSION or give --scene, not both")
@@ -208,7 +208,7 @@ def _run_import(kind: str, path: str, video: int, match: str, status: str | None
                 as_json: bool, as_user: str | None, reopen: bool, reason: str | None) -> None:
     from .services.coco_import import import_coco
     from .services.label_import import LabelImportRefused
-    from .services.labelstudio import import_labelstudio
+    from .services.labelstudio_import import import_labelstudio
     from .services.workflow import active_user, reopen_leave
 
     if reason is not None and not reopen:

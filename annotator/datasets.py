@@ -102,7 +102,7 @@ def download(version_id: int) -> Any:
 @bp.get("/datasets/<int:version_id>/labelstudio.json")
 @roles_required(*MANAGERS)
 def labelstudio_tasks(version_id: int) -> Any:
-    from .services.labelstudio import version_tasks
+    from .services.labelstudio_export import version_tasks
 
     version = db.get_or_404(DatasetVersion, version_id)
     tasks = version_tasks(version, request.args.get("image_prefix", ""))
@@ -113,7 +113,7 @@ def labelstudio_tasks(version_id: int) -> Any:
 @bp.get("/datasets/labelstudio-config.xml")
 @roles_required(*MANAGERS)
 def labelstudio_config() -> Any:
-    from .services.labelstudio import labeling_config
+    from .services.labelstudio_export import labeling_config
 
     return Response(labeling_config(), mimetype="application/xml", headers={
         "Content-Disposition": 'attachment; filename="sonolabel-labeling-config.xml"'})

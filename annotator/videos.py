@@ -122,7 +122,7 @@ def import_labels(video_id: int) -> Any:
     """
     from .services.coco_import import import_coco
     from .services.label_import import MATCHES, LabelImportRefused
-    from .services.labelstudio import import_labelstudio
+    from .services.labelstudio_import import import_labelstudio
     from .services.workflow import ScenesLocked, reopen_leave
 
     video = db.get_or_404(Video, video_id)

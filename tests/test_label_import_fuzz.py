@@ -26,7 +26,7 @@ from annotator.services.boxes import MIN_INPUT_SIZE
 from annotator.services.coco_import import import_coco, parse_coco
 from annotator.services.input_checks import DB_INT_MAX
 from annotator.services.label_import import LabelImportRefused
-from annotator.services.labelstudio import import_labelstudio, parse_labelstudio
+from annotator.services.labelstudio_import import import_labelstudio, parse_labelstudio
 
 W, H = 64, 48  # make_video's frame size
 FUZZ = settings(max_examples=120, deadline=None, database=None,

@@ -13,7 +13,7 @@ from helpers import boxes, cli, frames_of, make_box, make_video, world
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, Frame, LabelEvent
-from annotator.services.labelstudio import LabelStudioRefused, labeling_config, push, scene_tasks
+from annotator.services.labelstudio_export import LabelStudioRefused, labeling_config, push, scene_tasks
 
 
 # Labels restored into reviewed scenes, which an admin reopens for the import.

@@ -107,7 +107,7 @@ def test_labelstudio_rotations_and_region_ids_of_the_wrong_kind_are_named(app, v
 
 
 def test_labelstudio_full_turns_and_ids_that_are_numbers_import(app, video):
-    from annotator.services.labelstudio import import_labelstudio
+    from annotator.services.labelstudio_import import import_labelstudio
 
     tasks = json.loads(_task(region_id=3, rotation=360))
     with app.app_context():
