@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## Run the app on SQLite with an admin user and a demo video at http://127.0.0.1:5000
+## Run the app on SQLite with an admin user and a demo video at http://127.0.0.1:5000, and a job worker (stopped with gunicorn)
 demo: $(STAMP)
 	$(BIN)/sonolabel demo
+	$(BIN)/sonolabel worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/gunicorn --workers 2 --threads 4 --bind 127.0.0.1:5000 'annotator:create_app()'
 
 ## Run the whole test suite, every marker (SQLite; also PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set)

@@ -51,6 +51,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(job_pages.bp)
     app.register_blueprint(model_pages.bp)
+    from . import class_pages
+
+    app.register_blueprint(class_pages.bp)
     errors.register(app)
 
     from .commands import register_commands

@@ -19,7 +19,7 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
 from .request_args import int_arg, json_object
-from .services import box_edits, event_log, undo, workflow
+from .services import box_edits, event_log, review_gate, undo, workflow
 from .services.workflow import Change, LabelRefused
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -101,6 +101,7 @@ def scene(scene_id: int) -> Any:
                  "width": f.width, "height": f.height, "reviewed_empty": f.reviewed_empty,
                  "image_url": url_for("videos.frame_image", frame_id=f.id)} for f in frames],
         boxes=by_frame,
+        coverage=review_gate.coverage(frames, boxes),
         review=event_log.review_notes(scene.id),
         permissions=_permissions(scene),
         user={"id": current_user.id, "username": current_user.username,

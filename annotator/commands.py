@@ -8,6 +8,7 @@ from flask import Flask
 from flask.cli import with_appcontext
 
 from .check_cli import check_command
+from .classes_cli import classes_cli
 from .cli_support import CommandGroup
 from .dataset_cli import datasets_cli, export_cli, labels_cli
 from .db import db
@@ -27,6 +28,7 @@ def register_commands(app: Flask) -> None:
         cli.add_command(command)
     register_jobs(app)  # worker, jobs, models
     cli.add_command(check_command)
+    cli.add_command(classes_cli)
 
 
 @click.group("users", help="Manage users and their roles.")

@@ -142,31 +142,72 @@ def export_coco_cmd(version: str, out: str) -> None:
 @export_cli.command("labelstudio")
 @click.argument("version", required=False)
 @click.option("--scene", "scene_id", type=ID, help="Export this scene (as it is now) instead.")
-@click.option("--out", required=True, type=click.Path(),
+@click.option("--video", "video_id", type=ID, help="Export this video (as it is now) instead.")
+@click.option("--out", type=click.Path(),
               help="Tasks JSON; the labeling config is written beside it as <out>.xml.")
-@click.option("--image-prefix", default="", help="Put before each image file name, e.g. "
-              "/data/local-files/?d=sonolabel/")
+@click.option("--image-url-base", metavar="URL", help="SonoLabel's address as Label Studio's "
+              "browsers reach it, e.g. https://sonolabel.example.org: each image becomes a "
+              "signed, expiring link there that needs no SonoLabel log-in.")
+@click.option("--expires-days", type=float, help="How long the signed links work "
+              "(with --image-url-base; default 30).")
+@click.option("--local-files", type=click.Path(file_okay=False), metavar="DIR",
+              help="Instead of --out: a new folder with images/, tasks.json and "
+              "labeling-config.xml for Label Studio's local-files storage.")
+@click.option("--document-root", type=click.Path(file_okay=False), help="Label Studio's "
+              "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (with --local-files; default: DIR's parent).")
+@click.option("--image-prefix", default="", help="Put before each image file name instead, "
+              "e.g. /data/local-files/?d=sonolabel/")
+@click.option("--predictions/--no-predictions", default=None, help="Export the pending model "
+              "pre-labels as predictions with their scores and model versions (--scene or "
+              "--video; on by default).")
 @click.option("--push", "push_url", help="Also create a project on this Label Studio server.")
 @click.option("--token", envvar="LABEL_STUDIO_API_KEY", help="Access token for --push.")
 @with_appcontext
-def export_labelstudio_cmd(version: str | None, scene_id: int | None, out: str, image_prefix: str,
-                           push_url: str | None, token: str | None) -> None:
-    """Write VERSION (or --scene) as Label Studio tasks plus the matching labeling config."""
+def export_labelstudio_cmd(version: str | None, scene_id: int | None, video_id: int | None,
+                           out: str | None, image_url_base: str | None, expires_days: float | None,
+                           local_files: str | None, document_root: str | None, image_prefix: str,
+                           predictions: bool | None, push_url: str | None, token: str | None) -> None:
+    """Write VERSION (or --scene, --video) as Label Studio tasks plus the matching labeling config."""
     from .services.dataset_versions import get_version
-    from .services.labelstudio_export import labeling_config, push, scene_tasks, version_tasks
+    from .services.labelstudio_export import (labeling_config, push, scene_tasks, version_tasks,
+                                              video_tasks)
+    from .services.labelstudio_images import use_signed_urls, write_local_files
+    from .services.signed_urls import DEFAULT_DAYS, check_days
 
-    if (version is None) == (scene_id is None):
-        fail("name a VERSION or give --scene, not both")
+    if sum(v is not None for v in (version, scene_id, video_id)) != 1:
+        fail("name one VERSION, or give --scene or --video")
+    if (out is None) == (local_files is None):
+        fail("give --out FILE or --local-files DIR (one of them)")
+    if sum(bool(v) for v in (image_url_base, local_files, image_prefix)) > 1:
+        fail("--image-url-base, --local-files and --image-prefix are different set-ups: pick one")
+    if expires_days is not None and not image_url_base:
+        fail("--expires-days goes with --image-url-base")
+    if document_root is not None and local_files is None:
+        fail("--document-root goes with --local-files")
+    if version is not None and predictions:
+        fail("a version holds ground truth only; export pre-labels with --scene or --video")
+    days = check_days(DEFAULT_DAYS if expires_days is None else expires_days)
+    keep = predictions is not False
     if version is not None:
         tasks, title = version_tasks(get_version(version), image_prefix), f"SonoLabel {version}"
+    elif scene_id is not None:
+        tasks, title = scene_tasks(scene_id, image_prefix, keep), f"SonoLabel scene {scene_id}"
     else:
-        tasks, title = scene_tasks(scene_id, image_prefix), f"SonoLabel scene {scene_id}"
+        tasks, title = video_tasks(video_id, image_prefix, keep), f"SonoLabel video {video_id}"
     config = labeling_config()
+    if image_url_base:
+        use_signed_urls(tasks, image_url_base, days)
+    if local_files is not None:
+        path = write_local_files(tasks, config, Path(local_files),
+                                 Path(document_root) if document_root else None, progress=True)
+        click.echo(f"{len(tasks)} tasks: {path}; images: {path.parent / 'images'}; "
+                   f"labeling config: {path.parent / 'labeling-config.xml'}")
     project_id = push(push_url, token or "", title, tasks, config) if push_url else None
-    path = Path(out)
-    _write_atomic(path, json.dumps(tasks, indent=1))
-    _write_atomic(path.with_name(path.name + ".xml"), config)
-    click.echo(f"{len(tasks)} tasks: {path}; labeling config: {path}.xml")
+    if out is not None:
+        path = Path(out)
+        _write_atomic(path, json.dumps(tasks, indent=1))
+        _write_atomic(path.with_name(path.name + ".xml"), config)
+        click.echo(f"{len(tasks)} tasks: {path}; labeling config: {path}.xml")
     if project_id is not None:
         click.echo(f"pushed to {push_url}: project {project_id}")
 
@@ -244,7 +285,8 @@ def _run_import(kind: str, path: str, video: int, match: str, status: str | None
 @with_appcontext
 def import_cmd(annotations: str, video: int, match: str, status: str | None, dry_run: bool,
                as_json: bool, as_user: str | None, reopen: bool, reason: str | None) -> None:
-    """Import a COCO file's boxes into VIDEO's frames (all or nothing)."""
+    """Import a COCO file's boxes into VIDEO's frames (all or nothing). Label Studio's COCO
+    export imports with --match file_name."""
     _run_import("coco", annotations, video, match, status, dry_run, as_json, as_user, reopen,
                 reason)
 
@@ -255,13 +297,19 @@ def import_cmd(annotations: str, video: int, match: str, status: str | None, dry
 @click.option("--match", type=_MATCH, default="frame_index", show_default=True,
               help="data.frame_index of the task, or the file name in data.image.")
 @click.option("--status", type=_STATUS, help="Set the touched scenes to this status.")
-@click.option("--dry-run", is_flag=True, help="Check and report; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Check and print the diff (added, moved, deleted, unchanged per frame); "
+                   "write nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @_reopen_options
 @with_appcontext
 def import_labelstudio_cmd(export: str, video: int, match: str, status: str | None, dry_run: bool,
                            as_json: bool, as_user: str | None, reopen: bool,
                            reason: str | None) -> None:
-    """Import a Label Studio JSON export (annotations and predictions) into VIDEO's frames."""
+    """Sync a Label Studio JSON export (annotations and predictions) into VIDEO's frames.
+
+    Each task's most recent annotation is the truth for its frame: boxes moved there are
+    moved here, manual boxes deleted there are deleted, new ones added; --dry-run prints
+    that diff per frame and writes nothing."""
     _run_import("labelstudio", export, video, match, status, dry_run, as_json, as_user, reopen,
                 reason)

@@ -102,10 +102,18 @@ def download(version_id: int) -> Any:
 @bp.get("/datasets/<int:version_id>/labelstudio.json")
 @roles_required(*MANAGERS)
 def labelstudio_tasks(version_id: int) -> Any:
+    """Tasks whose images are signed links to this server (``base``, by default the address
+    the request came to; ``days`` valid), or ``image_prefix`` + file name when that is given."""
     from .services.labelstudio_export import version_tasks
+    from .services.labelstudio_images import use_signed_urls
+    from .services.signed_urls import DEFAULT_DAYS, check_days
 
     version = db.get_or_404(DatasetVersion, version_id)
-    tasks = version_tasks(version, request.args.get("image_prefix", ""))
+    prefix = request.args.get("image_prefix")
+    days = check_days(request.args.get("days") or DEFAULT_DAYS)
+    tasks = version_tasks(version, prefix or "")
+    if prefix is None:
+        use_signed_urls(tasks, request.args.get("base") or request.url_root, days)
     return Response(json.dumps(tasks), mimetype="application/json", headers={
         "Content-Disposition": f'attachment; filename="{version.name}.labelstudio.json"'})
 

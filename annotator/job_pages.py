@@ -7,6 +7,7 @@ purpose: ``/api/`` is the documented labelling API (``openapi.py``); these belon
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,13 +17,14 @@ from flask_login import current_user
 from .auth import ALL_ROLES, roles_required
 from .db import db
 from .errors import redirect_on_refusal
-from .models import DatasetVersion, Role
+from .models import DatasetVersion, Job, JobStatus, Role
 from .request_args import json_object, parse_int
 from .services import job_runner
 from .services import models_registry as registry
 from .services.job_spec import TERMINAL, JobRefused
 
 bp = Blueprint("jobs", __name__)
+WORKER_GRACE = timedelta(minutes=1)  # how long a queued job may wait before the page says so
 
 
 @bp.get("/jobs")
@@ -34,9 +36,31 @@ def index() -> Any:
     startable = [k for k, spec in KINDS.items() if role == Role.admin or role in spec.roles]
     return render_template(
         "jobs/index.html", jobs=job_runner.list_jobs(100), startable=startable,
+        no_worker=no_worker_minutes(),
         datasets=db.session.scalars(sa.select(DatasetVersion).order_by(DatasetVersion.id.desc())).all(),
         versions=registry.list_versions(), active=registry.active_version(),
         terminal={s.value for s in TERMINAL})
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite gives back naive datetimes; they were written in UTC.
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def no_worker_minutes(now: datetime | None = None) -> int | None:
+    """Minutes since a worker was last seen, when a job has been queued for over
+    :data:`WORKER_GRACE` and no worker showed a sign of life since; else None. Workers only
+    write ``heartbeat_at`` while they run a job, so an idle worker would have taken the job."""
+    now = now or datetime.now(timezone.utc)
+    oldest = _aware(db.session.scalar(sa.select(sa.func.min(Job.created_at))
+                                      .where(Job.status == JobStatus.queued)))
+    if oldest is None or now - oldest < WORKER_GRACE:
+        return None
+    seen = _aware(db.session.scalar(sa.select(sa.func.max(Job.heartbeat_at))))
+    if seen is not None and now - seen < WORKER_GRACE:
+        return None
+    since = max(seen, oldest) if seen is not None else oldest
+    return max(1, int((now - since).total_seconds() // 60))
 
 
 @bp.get("/jobs/status.json")

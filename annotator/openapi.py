@@ -161,6 +161,16 @@ def _schemas() -> dict[str, Any]:
                                  "model's box); rejected: per frame id the rejected pre-labels",
                                  "properties": {"origins": {"type": "object"},
                                                 "rejected": {"type": "object"}}},
+                      "coverage": {"type": "array", "description":
+                                   "Per frame: manual boxes, undecided pre-labels or propagated "
+                                   "boxes, the no-findings mark, and its state "
+                                   "(boxes/empty/undecided/missing)",
+                                   "items": {"type": "object", "properties": {
+                                       "frame_id": _INT, "index": _INT, "boxes": _INT,
+                                       "undecided": _INT, "pre_labels": _INT,
+                                       "propagated": _INT, "empty": _BOOL, "state": {
+                                           "type": "string",
+                                           "enum": ["boxes", "empty", "undecided", "missing"]}}}},
                       "permissions": {"type": "object", "properties": {
                           "edit": _BOOL, "review": _BOOL, "submit": _BOOL}},
                       "user": {"type": "object", "properties": {
@@ -201,10 +211,15 @@ def _paths() -> dict[str, Any]:
             "(annotators submit, reviewers accept or return with a comment)", {"200": change},
             params=scene_id, errors="403 409", tag="scenes",
             note="Role annotator, reviewer or admin, as the move allows. Send the CSRF token in "
-                 "`X-CSRFToken`. Writes one label_event.",
+                 "`X-CSRFToken`. Submitting is refused (409, `unfinished_frames`) while a frame "
+                 "has no box and no \"no findings\" mark or keeps an undecided pre-label. "
+                 "Writes one label_event (two with an override).",
             body={"type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string", "enum": ["in_progress", "submitted", "reviewed", "returned"]},
-                "comment": {**_STR, "maxLength": 5000, "description": "Required when returning"}}})},
+                "comment": {**_STR, "maxLength": 5000, "description": "Required when returning"},
+                "override": {**_STR, "maxLength": 5000, "description":
+                             "Admins only, when submitting: the reason to submit although frames "
+                             "are unfinished (else 409 naming them), audited as override_gate"}}})},
         "/api/scenes/{scene_id}/events": {"get": _op(
             "sceneEvents", "The scene's label events, newest first", {"200": _ok({
                 "type": "object", "required": ["events"], "properties": {

@@ -192,7 +192,22 @@ def scene(scene_id: int) -> Any:
 @bp.get("/frames/<int:frame_id>.png")
 @roles_required(*ALL_ROLES)
 def frame_image(frame_id: int) -> Any:
-    frame = db.get_or_404(Frame, frame_id)
+    return _send_frame_png(db.get_or_404(Frame, frame_id))
+
+
+# Public on purpose: no log-in, the signed token is the permission (services/signed_urls.py).
+# GET only, it changes nothing, so it needs no CSRF token.
+@bp.get("/signed/frames/<token>.png")
+def signed_frame_image(token: str) -> Any:
+    from .services.signed_urls import frame_id_of
+
+    resp = _send_frame_png(db.get_or_404(Frame, frame_id_of(token)))
+    # Label Studio's page runs on another origin and may load the image into a canvas.
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+def _send_frame_png(frame: Frame) -> Any:
     path = data_dir() / frame.relpath
     if not path.is_file():
         abort(404, description="The frame's image file is missing from the data directory.")

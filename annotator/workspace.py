@@ -14,11 +14,12 @@ from .api import box_json, event_json
 from .auth import ALL_ROLES, roles_required
 from .db import db
 from .errors import redirect_on_refusal
-from .models import Frame, LabelClass, Patient, Role, Scene, SceneStatus, User, Video
+from .models import Box, Frame, LabelClass, Patient, Role, Scene, SceneStatus, User, Video
 from .request_args import form_ints, int_arg, json_object
 from .services import ServiceError
 from .services import event_log, workflow
 from .services.input_checks import is_db_int, shown
+from .services.models_registry import active_version
 
 bp = Blueprint("workspace", __name__)
 
@@ -29,8 +30,26 @@ def _filters() -> dict[str, Any]:
             "assignee": request.args.get("assignee", "").strip()}
 
 
+def scene_cards(scenes: list[Scene]) -> tuple[list[Scene], dict[int, int], dict[int, int]]:
+    """Scenes in reading order (video, then first frame: a list of the newest change first
+    read 3, 2, 1), with each one's box count and its first frame's id (the thumbnail)."""
+    scenes = sorted(scenes, key=lambda s: (s.video_id, s.first_frame, s.id))
+    ids = [s.id for s in scenes]
+    counts: dict[int, int] = {}
+    thumbs: dict[int, int] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists, whatever the filter lets through
+        chunk = ids[start:start + 500]
+        counts.update(db.session.execute(
+            db.select(Frame.scene_id, db.func.count(Box.id)).join(Box, Box.frame_id == Frame.id)
+            .where(Frame.scene_id.in_(chunk)).group_by(Frame.scene_id)).all())
+        thumbs.update(db.session.execute(
+            db.select(Frame.scene_id, db.func.min(Frame.id)).where(Frame.scene_id.in_(chunk))
+            .group_by(Frame.scene_id)).all())
+    return scenes, counts, thumbs
+
+
 def _list(title: str, filters: dict[str, Any], queue: bool = False) -> Any:
-    scenes = workflow.find_scenes(**filters)
+    scenes, box_counts, thumbs = scene_cards(workflow.find_scenes(**filters))
     choices = {
         "statuses": [s.value for s in SceneStatus],
         "videos": db.session.scalars(db.select(Video).order_by(Video.id)).all(),
@@ -40,7 +59,7 @@ def _list(title: str, filters: dict[str, Any], queue: bool = False) -> Any:
         if current_user.role in (Role.admin, Role.data_manager) else [],
     }
     return render_template("workspace/list.html", title=title, scenes=scenes, filters=filters,
-                           queue=queue, feedback=event_log.model_feedback(), **choices)
+                           box_counts=box_counts, thumbs=thumbs, queue=queue, feedback=event_log.model_feedback(), **choices)
 
 
 @bp.get("/scenes")
@@ -78,7 +97,11 @@ def review_queue() -> Any:
 @roles_required(*ALL_ROLES)
 def label(scene_id: int) -> Any:
     scene = db.get_or_404(Scene, scene_id)
-    return render_template("workspace/label.html", scene=scene)
+    # Said before the click, in words, rather than as a failed job's CLI hint.
+    blocked = None if active_version() else (
+        "No model is active yet, so there is nothing to pre-label with: an admin activates a "
+        "trained model on the Models page.")
+    return render_template("workspace/label.html", scene=scene, prelabel_blocked=blocked)
 
 
 @bp.get("/scenes/<int:scene_id>/audit")
@@ -134,13 +157,56 @@ def propagate(scene_id: int) -> Any:
                    scene=result.scene_data)
 
 
+@bp.post("/scenes/<int:scene_id>/propagate-track")
+@roles_required(Role.annotator)
+def propagate_track(scene_id: int) -> Any:
+    """Propagate one track through the scene from its keyframes (``track_id``); with
+    ``frame_id``, the frame just corrected: only the spans it bounds are re-propagated."""
+    from .services.propagate import PropagationRefused, get_scene  # OpenCV: not at start-up
+    from .services.track_propagation import propagate_stored_track
+
+    body = json_object()
+    scene = get_scene(scene_id)
+    track_id = body.get("track_id")
+    if not is_db_int(track_id, minimum=1):
+        raise PropagationRefused(f"'track_id' must be a track id, not {shown(track_id)}.")
+    changed, frame_id = None, body.get("frame_id")
+    if frame_id is not None:
+        if not is_db_int(frame_id, minimum=1):
+            raise PropagationRefused(f"'frame_id' must be a frame id, not {shown(frame_id)}.")
+        changed = db.session.get(Frame, frame_id)
+        if changed is None or changed.scene_id != scene.id:
+            raise PropagationRefused(f"Frame {frame_id} ('frame_id') is not in scene {scene.id}.",
+                                     status=404)
+    result = propagate_stored_track(scene, track_id, current_user._get_current_object(), changed)
+    names = dict(db.session.execute(db.select(User.id, User.username)).all())
+    frames = db.session.scalars(db.select(Frame).where(Frame.scene_id == scene.id,
+                                                       Frame.frame_index.in_(result.changed)))
+    return jsonify(**result.as_dict(),
+                   frames=[{"frame_id": f.id, "frame_index": f.frame_index,
+                            "boxes": [box_json(b, names) for b in f.boxes]} for f in frames])
+
+
 @bp.get("/scenes/next")
 @roles_required(Role.annotator)
 def next_scene() -> Any:
     """The "next scene" button: the open scene the model is least sure of."""
     from .services.ranking import next_scene as pick  # OpenCV: not at start-up
 
-    scene = pick(current_user._get_current_object(), int_arg("after"))
+    after_id = int_arg("after")
+    after = db.session.get(Scene, after_id) if after_id else None
+    scene = pick(current_user._get_current_object(), after_id)
+    if scene is not None and after is not None and scene.status != SceneStatus.returned:
+        # The video's next open scene before the model's pick elsewhere: jumping between videos
+        # loses the anatomy the annotator has just learnt. Returned scenes still come first.
+        following = db.session.scalars(
+            db.select(Scene).where(Scene.video_id == after.video_id,
+                                   Scene.first_frame > after.first_frame,
+                                   Scene.status.in_((SceneStatus.new, SceneStatus.in_progress)),
+                                   db.or_(Scene.assignee_id.is_(None),
+                                          Scene.assignee_id == current_user.id))
+            .order_by(Scene.first_frame)).first()
+        scene = following or scene
     if scene is None:
         flash("No scene is waiting for you: every scene is labelled, submitted or taken.", "info")
         return redirect(url_for("workspace.scenes"))

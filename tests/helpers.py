@@ -100,6 +100,22 @@ def served(app) -> Iterator:
             db.engine.dispose()
 
 
+def logged_in_page(browser, app, role: str, path: str, ready: str):
+    """A new browser page logged in as ``role`` on ``path`` once ``ready`` shows; ``page.errors``
+    collects script errors and what the Content-Security-Policy blocked (only the console says)."""
+    page = browser.new_context(viewport={"width": 1440, "height": 860}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.errors = errors
+    page.goto(f"{app.base_url}/login?next={path}")
+    page.fill("input[name=username]", role)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector(ready)
+    return page
+
+
 # --- a small labelled scene written straight into the database and the frame store ----------
 
 @dataclass
@@ -440,3 +456,20 @@ def make_tiny_coco(root: Path, videos: int = 2, frames: int = 4, w: int = 96, h:
     path = root / "ann.json"
     path.write_text(json.dumps(coco))
     return path
+
+
+# --- the review gate -----------------------------------------------------------------------
+
+def finish_scene(s, scene_id: int) -> None:
+    """Decide every frame through the API, as the annotator would before submitting: accept
+    the pending pre-labels and propagated boxes, mark box-less frames "no findings"."""
+    data = s.get(f"/api/scenes/{scene_id}").get_json()
+    for frame in data["frames"]:
+        boxes = data["boxes"][str(frame["id"])]
+        for box in boxes:
+            if box["source"] != "manual":
+                resp = s.json("POST", f"/api/boxes/{box['id']}/accept", {"row_version": box["row_version"]})
+                assert resp.status_code == 200, resp.get_json()
+        if not boxes and not frame["reviewed_empty"]:
+            resp = s.json("POST", f"/api/frames/{frame['id']}/no-findings", {"empty": True})
+            assert resp.status_code == 200, resp.get_json()

@@ -36,6 +36,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "POST /videos/<int:video_id>/labels":              (302, 400, 400, 403, 403),
     "GET /scenes/<int:scene_id>":                      (302, 200, 200, 200, 200),
     "GET /frames/<int:frame_id>.png":                  (302, 200, 200, 200, 200),
+    "GET /signed/frames/<token>.png":                  (200, 200, 200, 200, 200),  # token: frame's signed link
     "GET /videos/upload":                              (302, 200, 200, 403, 403),
     "POST /videos/upload":                             (302, 400, 400, 403, 403),
     # the labelling workspace
@@ -46,6 +47,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "GET /scenes/<int:scene_id>/audit":                (302, 200, 200, 200, 200),
     "GET /frames/<int:frame_id>/audit":                (302, 200, 200, 200, 200),
     "POST /scenes/<int:scene_id>/propagate":           (302, 400, 403, 400, 403),
+    "POST /scenes/<int:scene_id>/propagate-track":     (302, 400, 403, 400, 403),
     "GET /scenes/next":                                (302, 302, 403, 302, 403),
     # the JSON API
     "GET /api/scenes":                                 (401, 200, 200, 200, 200),
@@ -81,10 +83,16 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "GET /models":                                     (302, 200, 200, 200, 200),
     "POST /models/activate":                           (302, 302, 403, 403, 403),
     "GET /models/report":                              (302, 302, 302, 302, 302),
+    # label classes (admins)
+    "GET /classes":                                    (302, 200, 403, 403, 403),
+    "POST /classes":                                   (302, 302, 403, 403, 403),
+    "POST /classes/update":                            (302, 302, 403, 403, 403),
+    "POST /classes/delete":                            (302, 302, 403, 403, 403),
     # last: it ends the sessions the walk uses
     "POST /logout":                                    (302, 302, 302, 302, 302),
 }
-PUBLIC = {"GET /static/<path:filename>", "GET /favicon.ico", "GET /login", "POST /login"}
+PUBLIC = {"GET /static/<path:filename>", "GET /favicon.ico", "GET /login", "POST /login",
+          "GET /signed/frames/<token>.png"}
 
 
 @pytest.fixture
@@ -112,8 +120,10 @@ def objects(app):
         from annotator.services.dataset_split import Selection, SplitSpec
 
         version = create_version("v1", Selection(statuses=()), SplitSpec(ratios=(1.0, 0.0, 0.0)))
+        from annotator.services.signed_urls import frame_token
+
         return {"version_id": version.id, "video_id": video.id, "scene_id": scene.id, "frame_id": frames[0].id, "box_id": box.id,
-                "patient_id": patient.id}
+                "patient_id": patient.id, "token": frame_token(frames[0].id)}
 
 
 def _rules(app) -> dict[str, object]:

@@ -6,7 +6,7 @@ import copy
 
 import jsonschema
 import pytest
-from helpers import seed_scene
+from helpers import finish_scene, seed_scene
 
 from annotator.db import db
 from annotator.models import Box, LabelEvent, Role
@@ -84,6 +84,7 @@ def test_roles_on_the_workflow(app, seeded, login):
     assert draw(manager, seeded.frame_ids[0]).status_code == 403
     assert manager.get(f"/api/scenes/{seeded.scene_id}").status_code == 200
     assert draw(annotator, seeded.frame_ids[0]).status_code == 201
+    finish_scene(annotator, seeded.scene_id)
     resp = annotator.json("POST", f"/api/scenes/{seeded.scene_id}/status", {"status": "submitted"})
     assert resp.status_code == 200
     resp = annotator.json("POST", f"/api/scenes/{seeded.scene_id}/status", {"status": "reviewed"})
@@ -432,5 +433,6 @@ def test_openapi_documents_every_api_route_and_matches_real_answers(app, seeded,
           dm.json("POST", "/api/scenes/assign", {"scene_ids": [sid], "assignee": "annotator"}))
     check("/api/scenes/assign", "post",
           dm.json("POST", "/api/scenes/assign", {"scene_ids": [sid], "assignee": "reviewer"}))
+    finish_scene(s, sid)
     check("/api/scenes/{scene_id}/status", "post",
           s.json("POST", f"/api/scenes/{sid}/status", {"status": "submitted"}))

@@ -171,6 +171,27 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     settle(page)
     page.wait_for_selector("#empty-badge", state="visible")
     assert marked()
+
+    # The review gate: frames 1 and 3 are untouched and frame 0 keeps three pre-labels (two
+    # below the threshold). The refusal names them, and the workspace goes to frame 0 and
+    # lowers the threshold so every undecided box shows.
+    page.click("#submit-scene")
+    page.wait_for_selector("#gate-msg")
+    gate = page.inner_text("#gate-msg")
+    assert "Frames 1, 3 have no box" in gate and "frame 0 has 3 pre-labels undecided" in gate, gate
+    page.wait_for_function("() => window.sonolabel.cur === 0 && window.sonolabel.threshold === 0")
+    assert "cov-undecided" in page.get_attribute("#timeline span:nth-child(1)", "class")
+    assert "cov-missing" in page.get_attribute("#timeline span:nth-child(2)", "class")
+    page.keyboard.press("Shift+Y")
+    settle(page)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("e")  # frame 1
+    settle(page)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("e")  # frame 3 (frame 2 is marked already)
+    settle(page)
+    assert "0 not done" in page.inner_text("#coverage") and "0 with undecided" in page.inner_text("#coverage")
     page.click("#submit-scene")
     page.wait_for_function("() => window.sonolabel.scene.status === 'submitted'")
     drag(page, (20, 200), (60, 230))  # locked: nothing is drawn
@@ -233,6 +254,44 @@ def test_data_manager_assigns_ticked_scenes(live, browser):
     page.select_option("#assign-form select[name=to]", "annotator")
     page.click("#assign-form button[type=submit]")
     page.wait_for_selector("text=2 scenes assigned to annotator.")
-    cells = {i: page.inner_text(f"tr[data-scene='{i}'] td:nth-child(7)") for i in scenes}
+    cells = {i: page.inner_text(f"tr[data-scene='{i}'] td.assignee") for i in scenes}
     assert cells == {scenes[0]: "annotator", scenes[1]: "—", scenes[2]: "annotator"}
+    assert page.errors == []
+
+
+def test_y_after_p_accepts_the_carried_box_and_an_admin_overrides_the_gate(live, browser):
+    seeded = seed_scene(live, frames=3, width=320, height=240)
+    f1 = seeded.frame_ids[1]
+    page = open_as(browser, live, "admin", f"/scenes/{seeded.scene_id}/label")
+    assert page.is_disabled("#prelabel") and "No model is active" in page.inner_text("#prelabel-why")
+    page.keyboard.press("?")
+    assert page.is_visible("#keys-help") and "the model's original boxes" in page.inner_text("#keys-help")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#keys-help")
+
+    drag(page, (100, 90), (160, 150))
+    page.keyboard.press("p")
+    page.wait_for_function("() => window.sonolabel.cur === 1 && window.sonolabel.sel !== null")
+    settle(page)
+    carried = page.evaluate("window.sonolabel.sel")
+    assert carried["source"] == "propagated" and carried["frame_id"] == f1
+    assert "Frame 1 (2 of 3 in this scene)" in page.inner_text("#frame-info")
+    page.keyboard.press("y")
+    settle(page)
+    assert saved(page, live, f1)[carried["id"]]["source"] == "manual"
+    page.keyboard.press("y")  # nothing left to accept: said, not silently ignored
+    page.wait_for_selector(".toast >> text=already accepted")
+
+    # Frame 2 is untouched: the gate refuses, goes there, and the admin submits anyway.
+    page.keyboard.press("ArrowLeft")
+    page.click("#submit-scene")
+    page.wait_for_selector("#gate-msg")
+    page.wait_for_function("() => window.sonolabel.cur === 2")
+    page.fill("#override-reason", "Frame 2 is out of plane.")
+    page.click("#override-submit")
+    page.wait_for_function("() => window.sonolabel.scene.status === 'submitted'")
+    events = page.context.request.get(f"{live.base_url}/api/scenes/{seeded.scene_id}/events").json()["events"]
+    override = next(e for e in events if e["action"] == "override_gate")
+    assert override["before"]["unfinished_frames"] == [2]
+    assert override["after"]["reason"] == "Frame 2 is out of plane."
     assert page.errors == []

@@ -112,7 +112,8 @@ def test_labelstudio_full_turns_and_ids_that_are_numbers_import(app, video):
     tasks = json.loads(_task(region_id=3, rotation=360))
     with app.app_context():
         assert import_labelstudio(tasks, video).boxes_added == 1
-        assert [b[2:6] for b in boxes(video)] == [(6.0, 5.0, 16.0, 12.0)]
+        # Percent to pixels, kept as floats (never rounded to whole pixels).
+        assert [b[2:6] for b in boxes(video)] == [pytest.approx((6.4, 4.8, 16.0, 12.0))]
 
 
 def test_the_web_import_answers_400_naming_the_field(app, login):

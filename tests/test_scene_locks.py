@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import boxes, cli, labelled_scene, make_video, password_hash, seed_scene
+from helpers import boxes, cli, finish_scene, labelled_scene, make_video, password_hash, seed_scene
 
 from annotator.db import db
 from annotator.models import Box, JobStatus, LabelEvent, ModelVersion, Role, Scene, SceneStatus, User
@@ -262,6 +262,7 @@ def test_only_the_assignee_edits_an_assigned_scene(app, login, alice):
                                {"class_id": 1, "x": 5, "y": 5, "w": 20, "h": 20})
     assert made.status_code == 201 and made.get_json()["scene"]["assignee"] == "annotator"
     assert owner.json("POST", "/api/events/revert", {"event_ids": drawn["undo_ids"]}).status_code == 200
+    finish_scene(owner, sid)
     assert owner.json("POST", f"/api/scenes/{sid}/status", {"status": "submitted"}).status_code == 200
     # Reviewers keep reviewing.
     assert login("reviewer").json("POST", f"/api/scenes/{sid}/status",
@@ -343,6 +344,8 @@ def test_jobs_of_a_data_manager_or_admin_run_on_any_scene_but_not_an_annotators(
 
 class _OneBoxModel:
     """Stands in for the detector: one tumour box per frame."""
+
+    names = ["background", "tumor"]  # as a Predictor gives its model's categories
 
     def __init__(self, *args, **kwargs) -> None:
         pass

@@ -3,7 +3,7 @@ annotator sees, the locks, and the pages (lists with filters, review queue, audi
 from __future__ import annotations
 
 import pytest
-from helpers import seed_scene
+from helpers import finish_scene, seed_scene
 
 from annotator.db import db
 from annotator.models import LabelEvent, Scene, SceneStatus
@@ -22,6 +22,13 @@ def test_full_cycle_with_return_and_resubmit(app, login):
     assert resp.status_code == 409 and "new" in resp.get_json()["error"]
     assert status(ann, sid, "in_progress").get_json()["scene"]["status"] == "in_progress"
     ann.json("POST", f"/api/boxes/{seeded.prelabel_ids[0]}/accept", {"row_version": 1})
+    # The review gate: the untouched frames and the undecided pre-label are named.
+    resp = status(ann, sid, "submitted")
+    assert resp.status_code == 409 and resp.get_json()["unfinished_frames"] == [0, 1, 2, 3]
+    assert "Frames 1-3 have no box" in resp.get_json()["error"]
+    assert "frame 0 has 1 pre-label undecided" in resp.get_json()["error"]
+    ann.json("POST", f"/api/boxes/{seeded.prelabel_ids[1]}/reject", {"row_version": 1})
+    finish_scene(ann, sid)
     assert status(ann, sid, "submitted").status_code == 200
 
     # Submitted scenes are locked for editing.
@@ -36,7 +43,8 @@ def test_full_cycle_with_return_and_resubmit(app, login):
     assert data["permissions"]["review"] is True
     accepted = data["review"]["origins"][str(seeded.prelabel_ids[0])]
     assert accepted["kind"] == "accepted" and accepted["model_version"] == "two-frame-v3"
-    assert data["review"]["origins"][str(seeded.prelabel_ids[1])]["kind"] == "pending"
+    assert [r["id"] for r in data["review"]["rejected"][str(fid)]] == [seeded.prelabel_ids[1]]
+    assert [c["state"] for c in data["coverage"]] == ["boxes", "empty", "empty", "empty"]
     assert next(b for b in data["boxes"][str(fid)] if b["id"] == seeded.prelabel_ids[0])["author"] == "annotator"
 
     resp = status(rev, sid, "returned")

@@ -105,15 +105,15 @@ def categories(class_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
 def boxes_of_frames(frames: list[FrameRow], class_ids: Iterable[int] | None = None,
                     sources: Iterable[str] | None = None) -> dict[int, list[Any]]:
     """frame id -> its boxes as rows (frame_id, class_id, x, y, w, h, source, score,
-    model_version, track_id, author name), in box id order. Read per scene when the frames have
-    scenes (one indexed lookup per 500 scenes instead of per 500 frames), through the Core
-    connection: ORM result processing would double the time of a large export."""
+    model_version, track_id, author name, box id), in box id order. Read per scene when the
+    frames have scenes (one indexed lookup per 500 scenes instead of per 500 frames), through
+    the Core connection: ORM result processing would double the time of a large export."""
     wanted = {f.id for f in frames}
     box, frame, user = Box.__table__.c, Frame.__table__.c, User.__table__.c
     # The source as stored text: the Enum type's per-row conversion is a third of the read time.
     columns = (box.frame_id, box.class_id, box.x, box.y, box.w, box.h,
                sa.type_coerce(box.source, sa.String), box.score, box.model_version, box.track_id,
-               user.username)
+               user.username, box.id)
     base = (sa.select(*columns).select_from(Box.__table__.join(Frame.__table__, box.frame_id == frame.id)
                                             .outerjoin(User.__table__, box.author_id == user.id))
             .order_by(box.id))
@@ -161,10 +161,13 @@ def build_split(frames: list[FrameRow], video_frames: dict[int, list[FrameRow]],
     ann_id = 0
     for f in frames:
         image_id = image_id_of[f.id]
-        for _, class_id, x, y, w, h, source, score, model_version, track_id, author in boxes.get(f.id, ()):
+        for (_, class_id, x, y, w, h, source, score, model_version, track_id, author,
+             box_id) in boxes.get(f.id, ()):
             ann_id += 1
+            # box_id: which stored box this is, so a file edited elsewhere syncs back to it.
             ann = {"id": ann_id, "image_id": image_id, "category_id": class_id,
-                   "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "source": source}
+                   "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "source": source,
+                   "box_id": box_id}
             if author is not None:
                 ann["author"] = author
             if track_id is not None:

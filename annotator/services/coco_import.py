@@ -2,7 +2,9 @@
 
 The file is checked against the video's frames into an :class:`~.label_import.ImportPlan`,
 which :func:`~.label_import.apply_plan` writes; the rules for matching images, classes and
-boxes are in :mod:`.label_import`.
+boxes are in :mod:`.label_import`. Label Studio's COCO export (file names
+``images/<8 hex>__<name>``, ids and categories numbered from 0, no ``frame_index``) imports
+with ``match="file_name"``; its categories are matched by name like any other's.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from ..models import BoxSource, Frame, User
+from .classes import add_hint
 from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     MATCHES,
@@ -81,10 +84,12 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             plan.problem(f"image id {shown(iid)} is used twice")
             continue
         other_video = img.get("video_id")
-        if other_video is not None and not is_int(other_video):
-            plan.problem(f"{where}: 'video_id' must be an integer, got {shown(other_video)}")
+        # Another tool's name for its video (a text) says nothing about ours: it is ignored.
+        if other_video is not None and not is_int(other_video) and not isinstance(other_video, str):
+            plan.problem(f"{where}: 'video_id' must be an integer or a text, got {shown(other_video)}")
             continue
-        if other_video is not None and other_video != video_id:
+        if (is_int(other_video) and other_video != video_id) or (
+                match == "file_name" and frames.of_other_video(img.get("file_name"))):
             skipped.add(iid)
             continue
         frame = frames.find(img.get("frame_index"), img.get("file_name"), match, where, plan)
@@ -186,7 +191,8 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             model_version=model_version if is_model else None, track_id=track_id))
     for cat, n in sorted(used_unknown.items()):
         plan.problem(f"unknown class {shown(unknown_categories[cat])} (category {shown(cat)}) is "
-                     f"used by {n} annotation(s); the classes are {', '.join(sorted(classes))}")
+                     f"used by {n} annotation(s); the classes are {', '.join(sorted(classes))}; "
+                     + add_hint(unknown_categories[cat]))
     for cat, name in sorted(unknown_categories.items()):
         if cat not in used_unknown:
             plan.warnings.append(f"category {shown(name)} is not a class here and has no "

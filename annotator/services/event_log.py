@@ -5,7 +5,7 @@ Every change to boxes, "no findings" marks and scene workflow appends :class:`La
 the box (``Box.as_dict()``). ``source`` says where the changed label came from: ``manual``
 for drawn boxes, ``model``/``propagated`` when a pre-label is accepted, edited or rejected,
 ``undo`` for reverts, ``workflow`` for scene status changes and assignments, ``import`` for
-label files.
+label files, ``classes`` for changes to the label classes (no scene, frame or box).
 
 Reading it back, one interpreter (:func:`decisions`) walks a scope's box events and keeps
 the decisions on pre-labels in force:

@@ -9,9 +9,12 @@ Design choices:
   Any problem, and nothing is written; ``dry_run`` rolls back after counting what would be.
 - Images are matched to stored frames by ``frame_index`` (the 0-based decoder index stored at
   import) or by ``file_name``: its base name may be this tool's export name
-  (``v<video>_f<index>.png``), the frame's content name (``<sha256>.png``), either with a
-  Label Studio upload prefix (``<8 hex>-``). Images that carry a ``video_id`` of another video
-  (a multi-video export) are skipped and counted, not refused.
+  (``v<video>_f<index>.png``), the frame's content name (``<sha256>.png``), either with
+  Label Studio's upload prefix (``<8 hex>-``) and/or its COCO export's prefix
+  (``images/<8 hex>__``), or a signed image link's ``<token>.png``. Images that carry a
+  ``video_id`` of another video, or are named for another video's frame (a multi-video
+  export), are skipped and counted, not refused. Ids are the file's own: 0 is one like any
+  other (Label Studio counts from 0).
 - Classes are matched by name (tools number categories differently). Unknown classes used by
   an annotation are problems; unused unknown categories are only warned about.
 - Every field's type is checked before use: ids are integers (not booleans or lists), numbers
@@ -23,11 +26,13 @@ Design choices:
   (other tools see the scanner's whole screen) are moved by the stored sector ROI and
   clipped to it; a box wholly outside the sector is a problem.
 - Imported boxes have no author; ``source`` is ``model`` when the annotation carries a
-  ``score`` (kept, with ``model_version`` when given), else ``manual``. A box equal to one the
-  frame already has (same class, source and geometry within half a pixel) is skipped, so
-  importing this tool's own export twice adds nothing.
-- Each box gets a label event (action ``import``). ``status`` moves every scene with a
-  matched frame to that status, with an event (action ``status``, source ``import``).
+  ``score`` (kept, with ``model_version`` when given), else ``manual``. Coordinates are kept
+  as given (floats). How the file's boxes meet a frame's (appended, or synced: moved and
+  deleted too) is :mod:`.label_sync`; importing a file twice changes nothing.
+- Each added box gets a label event (action ``import``); a synced move, accept or delete gets
+  an ``update``, ``accept`` or ``delete`` event with the plan's ``event_source``.
+  ``status`` moves every scene with a matched frame to that status, with an event (action
+  ``status``, source ``import``).
 - Imports respect the review lock: an import that would change a submitted or reviewed scene
   (add a box, change a "no findings" mark or its status) is refused, naming the scenes, dry
   run or not, unless an admin reopens them for it (:mod:`.workflow`). Re-importing what a
@@ -46,18 +51,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import Box, BoxSource, Frame, LabelClass, Scene, SceneStatus, User, Video
+from ..models import BoxSource, Frame, Scene, SceneStatus, User, Video
 from . import ServiceError
 from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
+from .classes import ids_by_name
 from .event_log import record_event
 from .input_checks import is_db_int, shown
+from .label_sync import diff_frames, write_diffs
+from .signed_urls import SignedUrlRefused, frame_id_of
 from .workflow import Reopen, unlock_for_import
 
 MATCHES = ("frame_index", "file_name")
 EDGE_SLACK = 0.01  # px
-DUPLICATE_PX = 0.5
 MAX_PROBLEMS = 200
-_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+MAX_FRAME_LINES = 200  # of the diff, per changed frame
+# Label Studio's download prefix in its COCO export (<8 hex>__), then its upload prefix (<8 hex>-).
+_LABEL_STUDIO_PREFIX = re.compile(r"^(?:[0-9a-f]{8}__)?(?:[0-9a-f]{8}-)?")
+_EXPORT_NAME = re.compile(r"v(\d{6,})_f\d{6,}\.png")
 
 
 class LabelImportRefused(ServiceError):
@@ -82,6 +92,7 @@ class ImportedBox:
     score: float | None = None
     model_version: str | None = None
     track_id: int | None = None
+    box_id: int | None = None  # the stored box the file says this is (sync imports)
 
 
 @dataclass
@@ -91,6 +102,12 @@ class ImportPlan:
     matched_frames: set[int] = field(default_factory=set)
     empty_frames: set[int] = field(default_factory=set)  # to mark reviewed-empty when box-free
     skipped_images: int = 0
+    # Sync imports (:mod:`.label_sync`): the file is the truth for the frames in ``truth_frames``;
+    # ``sent`` holds per frame the ids of the manual boxes the file was exported with.
+    sync: bool = False
+    sent: dict[int, set[int]] = field(default_factory=dict)
+    truth_frames: set[int] = field(default_factory=set)
+    event_source: str = "import"
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -114,6 +131,10 @@ class ImportReport:
     scenes_status: dict[int, str]
     warnings: list[str]
     scenes_reopened: list[int] = field(default_factory=list)
+    boxes_moved: int = 0
+    boxes_deleted: int = 0
+    # frame index -> added, moved, deleted, unchanged: the frames where something changes
+    frames: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,10 +143,17 @@ class ImportReport:
         verb = "would add" if self.dry_run else "added"
         by_source = ", ".join(f"{n} {s}" for s, n in sorted(self.boxes_by_source.items())) or "none"
         out = [f"video {self.video_id}: {self.images_matched} images matched, "
-               f"{self.images_skipped} of other videos skipped",
-               f"{verb} {self.boxes_added} boxes ({by_source}); "
-               f"{self.duplicates_skipped} already present",
-               f"frames marked reviewed-empty: {self.frames_marked_empty}"]
+               f"{self.images_skipped} of other videos skipped"]
+        changed = sorted(self.frames.items())
+        out += [f"frame {index}: " + ", ".join(f"{n} {what}" for what, n in counts.items())
+                for index, counts in changed[:MAX_FRAME_LINES]]
+        if len(changed) > MAX_FRAME_LINES:
+            out.append(f"... and {len(changed) - MAX_FRAME_LINES} more frames (all in the JSON)")
+        out += [f"total: {verb} {self.boxes_added} boxes ({by_source}); "
+                f"{self.boxes_moved} {'to move' if self.dry_run else 'moved'}, "
+                f"{self.boxes_deleted} {'to delete' if self.dry_run else 'deleted'}, "
+                f"{self.duplicates_skipped} already present (unchanged)",
+                f"frames marked reviewed-empty: {self.frames_marked_empty}"]
         if self.scenes_reopened:
             out.append(f"{'would reopen' if self.dry_run else 'reopened'} (back to returned): "
                        f"scenes {', '.join(map(str, self.scenes_reopened))}")
@@ -147,6 +175,7 @@ class VideoFrames:
     by_name: dict[str, list[Frame]]
     source_size: tuple[int, int]
     roi_origin: tuple[int, int]
+    by_id: dict[int, Frame] = field(default_factory=dict)
 
     def find(self, index: Any, name: Any, match: str, where: str, plan: ImportPlan,
              index_key: str = "'frame_index'", name_key: str = "'file_name'") -> Frame | None:
@@ -175,12 +204,39 @@ class VideoFrames:
         return found[0]
 
     def match_name(self, file_name: str) -> list[Frame]:
-        # A path, a URL, or Label Studio's local-files URL (``/data/local-files/?d=<name>``).
-        base = re.split(r"[\\/]|\?d=", str(file_name))[-1].split("?")[0]
-        found = self.by_name.get(base)
-        if not found and _UPLOAD_PREFIX.match(base):
-            found = self.by_name.get(base[9:])
-        return found or []
+        base = _base_name(file_name)
+        stripped = _LABEL_STUDIO_PREFIX.sub("", base)
+        found = self.by_name.get(base) or self.by_name.get(stripped)
+        signed = None if found else _signed_frame(stripped)
+        return found or ([self.by_id[signed]] if signed in self.by_id else [])
+
+    def of_other_video(self, file_name: Any) -> bool:
+        """Whether ``file_name`` is this tool's export name of another video's frame (an image
+        of a multi-video export, skipped and counted)."""
+        if not isinstance(file_name, str):
+            return False
+        name = _LABEL_STUDIO_PREFIX.sub("", _base_name(file_name))
+        named = _EXPORT_NAME.fullmatch(name)
+        if named is not None:
+            return int(named.group(1)) != self.video_id
+        signed = _signed_frame(name)
+        return signed is not None and signed not in self.by_id
+
+
+def _signed_frame(name: str) -> int | None:
+    """The frame id in a signed image link's name (``<token>.png``), expired or not: the
+    signature shows this instance made it."""
+    if not name.endswith(".png"):
+        return None
+    try:
+        return frame_id_of(name[:-4], now=0)
+    except SignedUrlRefused:
+        return None
+
+
+def _base_name(file_name: str) -> str:
+    # A path, a URL, or Label Studio's local-files URL (``/data/local-files/?d=<name>``).
+    return re.split(r"[\\/]|\?d=", str(file_name))[-1].split("?")[0]
 
 
 def video_frames(video_id: int) -> VideoFrames:
@@ -193,12 +249,12 @@ def video_frames(video_id: int) -> VideoFrames:
         by_name[f"v{video_id:06d}_f{f.frame_index:06d}.png"].append(f)
         by_name[f"{f.sha256}.png"].append(f)
     return VideoFrames(video_id, {f.frame_index: f for f in frames}, by_name,
-                       (video.width, video.height), (video.roi_x, video.roi_y))
+                       (video.width, video.height), (video.roi_x, video.roi_y),
+                       {f.id: f for f in frames})
 
 
 def class_ids_by_name() -> dict[str, int]:
-    return {name.lower(): cid for name, cid in db.session.execute(
-        sa.select(LabelClass.name, LabelClass.id))}
+    return ids_by_name()
 
 
 def is_int(value: Any) -> bool:
@@ -277,43 +333,27 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
         scenes = {s.id: s for s in db.session.scalars(
             sa.select(Scene).where(Scene.video_id == plan.video_id).with_for_update()
             .execution_options(populate_existing=True))}
-        existing: dict[int, list[tuple]] = defaultdict(list)
-        for row in db.session.execute(
-                sa.select(Box.frame_id, Box.class_id, Box.source, Box.x, Box.y, Box.w, Box.h)
-                .join(Frame, Box.frame_id == Frame.id).where(Frame.video_id == plan.video_id)):
-            existing[row[0]].append(tuple(row[1:]))
         # What would change, first: the review lock is checked before anything is written.
-        new_boxes: list[ImportedBox] = []
-        duplicates = 0
-        for b in plan.boxes:
-            key = (b.class_id, b.source, b.x, b.y, b.w, b.h)
-            if any(_same(key, other) for other in existing[b.frame_id]):
-                duplicates += 1
-                continue
-            existing[b.frame_id].append(key)
-            new_boxes.append(b)
-        with_boxes = {fid for fid, rows in existing.items() if rows}
+        diffs, held = diff_frames(plan.video_id, plan.boxes, plan.matched_frames,
+                                  plan.sent if plan.sync else None, plan.truth_frames)
+        decided = sum(d.decided for d in diffs.values())
+        if decided:
+            plan.warnings.append(f"{decided} prediction(s) of pre-labels accepted or rejected "
+                                 "here since the export were left as they are")
+        with_boxes = {fid for fid in plan.matched_frames
+                      if len(held[fid]) - len(diffs[fid].delete) + len(diffs[fid].create) > 0}
         unmark = [fid for fid in sorted(plan.matched_frames)
                   if frames[fid].reviewed_empty and fid in with_boxes]
         mark = [fid for fid in sorted(plan.matched_frames) if fid in plan.empty_frames
                 and fid not in with_boxes and not frames[fid].reviewed_empty]
         touched = sorted({frames[fid].scene_id for fid in plan.matched_frames
                           if frames[fid].scene_id is not None})
-        changed = {frames[fid].scene_id for fid in [b.frame_id for b in new_boxes] + unmark + mark}
+        edited = [fid for fid, d in diffs.items() if d.create or d.update or d.delete]
+        changed = {frames[fid].scene_id for fid in edited + unmark + mark}
         if status is not None:  # moving a scene's status changes it too
             changed |= {sid for sid in touched if scenes[sid].status != new_status}
         reopened = unlock_for_import([scenes[sid] for sid in sorted(changed - {None})], reopen)
-        added: list[Box] = []
-        for b in new_boxes:
-            box = Box(frame_id=b.frame_id, class_id=b.class_id, x=b.x, y=b.y, w=b.w, h=b.h,
-                      source=b.source, score=b.score, model_version=b.model_version,
-                      track_id=b.track_id, author_id=None)
-            db.session.add(box)
-            added.append(box)
-        db.session.flush()
-        for box in added:
-            record_event(user, "import", box.source.value, frame=frames[box.frame_id], box_id=box.id,
-                         after=box.as_dict())
+        added = write_diffs(diffs, frames, user, plan.event_source)
         for fid in unmark:
             frames[fid].reviewed_empty = False
             record_event(user, "unmark_empty", "import", frame=frames[fid],
@@ -336,9 +376,12 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
             video_id=plan.video_id, dry_run=dry_run, images_matched=len(plan.matched_frames),
             images_skipped=plan.skipped_images, boxes_added=len(added),
             boxes_by_source=dict(Counter(b.source.value for b in added)),
-            duplicates_skipped=duplicates, frames_marked_empty=len(mark),
-            scenes_status=scenes_status, warnings=list(plan.warnings),
-            scenes_reopened=[s.id for s in reopened])
+            duplicates_skipped=sum(d.unchanged for d in diffs.values()),
+            frames_marked_empty=len(mark), scenes_status=scenes_status,
+            warnings=list(plan.warnings), scenes_reopened=[s.id for s in reopened],
+            boxes_moved=sum(len(d.update) for d in diffs.values()),
+            boxes_deleted=sum(len(d.delete) for d in diffs.values()),
+            frames={frames[fid].frame_index: diffs[fid].counts() for fid in edited})
         if dry_run:
             db.session.rollback()
         else:
@@ -347,7 +390,3 @@ def apply_plan(plan: ImportPlan, status: str | None = None, dry_run: bool = Fals
     except BaseException:
         db.session.rollback()
         raise
-
-
-def _same(a: tuple, b: tuple) -> bool:
-    return a[0] == b[0] and a[1] == b[1] and all(abs(p - q) <= DUPLICATE_PX for p, q in zip(a[2:], b[2:]))

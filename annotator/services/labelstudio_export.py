@@ -2,8 +2,10 @@
 
 Design choices:
 - One converter, COCO -> tasks: a version's tasks come from its frozen COCO files (what the
-  version froze, not today's labels), a scene's from a COCO document built on the spot.
-- A task per frame: ``data.image`` is ``image_prefix`` + the export file name; ``data`` also
+  version froze, not today's labels), a scene's or video's from a COCO document built on the
+  spot (pending model pre-labels included as predictions unless asked not to).
+- A task per frame: ``data.image`` is ``image_prefix`` + the export file name, or a link
+  ``labelstudio_images`` makes Label Studio's browsers able to load; ``data`` also
   carries ``video_id``, ``frame_index``, ``scene_id``, ``patient_code`` and the split, which
   Label Studio keeps untouched, so an export comes back to the right frames.
 - Boxes are ``rectanglelabels`` in percent of the frame with ``original_width/height``. Manual
@@ -25,9 +27,9 @@ from xml.sax.saxutils import quoteattr
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import BoxSource, DatasetVersion, LabelClass, Scene
+from ..models import BoxSource, DatasetVersion, LabelClass, Scene, Video
 from . import ServiceError
-from .coco_export import build_coco, frames_of_scenes
+from .coco_export import build_coco, frames_of_scenes, frames_of_videos
 from .input_checks import is_db_int
 
 FROM_NAME = "label"
@@ -50,9 +52,10 @@ def labeling_config(classes: list[tuple[str, str]] | None = None) -> str:
             "  </RectangleLabels>\n</View>\n")
 
 
-def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None = None
-                  ) -> list[dict[str, Any]]:
-    """Label Studio tasks for the images of a COCO document written by ``coco_export``."""
+def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None = None,
+                  predictions: bool = True) -> list[dict[str, Any]]:
+    """Label Studio tasks for the images of a COCO document written by ``coco_export``;
+    ``predictions=False`` leaves the pending model pre-labels out."""
     names = {c["id"]: c["name"] for c in doc["categories"]}
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in doc["annotations"]:
@@ -64,7 +67,10 @@ def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None
         predicted: dict[str, list[dict[str, Any]]] = defaultdict(list)
         meta: dict[str, dict[str, Any]] = {}
         for ann in by_image.get(img["id"], ()):
-            rid = f"a{ann['id']}"
+            if not predictions and ann.get("source") == BoxSource.model.value:
+                continue
+            # b<box id>: the stored box, so a re-import updates it rather than adding a copy.
+            rid = f"b{ann['box_id']}" if ann.get("box_id") is not None else f"a{ann['id']}"
             x, y, w, h = ann["bbox"]
             item = {"id": rid, "type": "rectanglelabels", "from_name": FROM_NAME,
                     "to_name": TO_NAME, "original_width": W, "original_height": H,
@@ -74,6 +80,8 @@ def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None
                               "rectanglelabels": [names[ann["category_id"]]]}}
             source = ann.get("source", "manual")
             region = {"source": source}
+            if ann.get("box_id") is not None:
+                region["box_id"] = ann["box_id"]
             if ann.get("track_id") is not None:
                 region["track_id"] = ann["track_id"]
             if source == BoxSource.model.value:
@@ -112,12 +120,23 @@ def version_tasks(version: DatasetVersion, image_prefix: str = "") -> list[dict[
     return tasks
 
 
-def scene_tasks(scene_id: int, image_prefix: str = "") -> list[dict[str, Any]]:
-    """Tasks for a scene as it is now (every stored frame of it)."""
+def scene_tasks(scene_id: int, image_prefix: str = "", predictions: bool = True
+                ) -> list[dict[str, Any]]:
+    """Tasks for a scene as it is now (every stored frame of it), its pending model pre-labels
+    as predictions with their scores and model versions unless ``predictions`` is false."""
     if not is_db_int(scene_id, 1) or db.session.get(Scene, scene_id) is None:
         raise LabelStudioRefused(f"No scene {scene_id}.", status=404)
     doc = build_coco({"scene": frames_of_scenes([scene_id])})["scene"]
-    return coco_to_tasks(doc, image_prefix)
+    return coco_to_tasks(doc, image_prefix, predictions=predictions)
+
+
+def video_tasks(video_id: int, image_prefix: str = "", predictions: bool = True
+                ) -> list[dict[str, Any]]:
+    """Tasks for every stored frame of a video as it is now, like :func:`scene_tasks`."""
+    if not is_db_int(video_id, 1) or db.session.get(Video, video_id) is None:
+        raise LabelStudioRefused(f"No video {video_id}.", status=404)
+    doc = build_coco({"video": frames_of_videos([video_id]).get(video_id, [])})["video"]
+    return coco_to_tasks(doc, image_prefix, predictions=predictions)
 
 
 def push(url: str, token: str, title: str, tasks: list[dict[str, Any]], config: str,

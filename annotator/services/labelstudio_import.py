@@ -2,20 +2,32 @@
 
 Design choices:
 - Tasks come back to their frames by ``data.frame_index`` (or by file name); what SonoLabel put
-  in ``data.sonolabel_regions[<region id>]`` (propagated source, track ids) is applied to the
-  region of that id. A task whose only annotations are empty marks its frame reviewed-empty.
-- On import percentages become pixels and box edges are rounded to whole pixels (Label Studio
-  leaves float noise: 100 px comes back as 99.9999984), so whole-pixel boxes survive a round
-  trip exactly. Rotated boxes (a ``rotation`` or ``image_rotation`` that is not a finite whole
+  in ``data.sonolabel_regions[<region id>]`` (box id, propagated source, track ids) is applied
+  to the region of that id.
+- An import is a sync (:mod:`.label_sync`): a task's most recent annotation (latest
+  ``updated_at``, else ``created_at``, else highest ``id``, else the last listed; cancelled
+  ones skipped) is the truth for its frame, whether the user edited the exported annotation
+  or made a second one. Its regions that carry a SonoLabel box id update that box (moved,
+  re-classed, a pre-label accepted), the others are matched by IoU or created, and the
+  manual boxes the task was exported with that are gone from it are deleted; the events name
+  ``labelstudio`` as their source. An empty most recent annotation marks the frame
+  reviewed-empty. Older annotations are checked for shape only.
+- Percentages become pixels as floats, never rounded: a round trip leaves float noise far
+  below the sync's tolerance, so untouched boxes and predictions come back unchanged.
+- Label Studio's plain JSON export lists predictions by id only: they are skipped with one
+  warning saying how to get them (a snapshot export with full predictions).
+- Rotated boxes (a ``rotation`` or ``image_rotation`` that is not a finite whole
   turn: boxes here are axis-aligned), other region types, unknown labels, boxes outside the
   frame or of another frame size, task ids that are not integers, region ids that are neither
   texts nor integers, and colliding task or region ids are problems: nothing is imported.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from ..models import BoxSource, User
+from .classes import add_hint
 from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     ImportedBox,
@@ -31,11 +43,13 @@ from .label_import import (
 from .workflow import Reopen
 
 MATCHES = ("frame_index", "file_name")
+PREDICTION_IDS = ("predictions are listed by id only: export a snapshot with full predictions "
+                  "(serialization_options predictions.only_id=false)")
 
 
 def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
     """Check a Label Studio JSON export against the video's frames; problems go in the plan."""
-    plan = ImportPlan(video_id)
+    plan = ImportPlan(video_id, sync=True, event_source="labelstudio")
     if match not in MATCHES:
         plan.problem(f"match by frame_index or file_name, not {match!r}")
         return plan
@@ -48,6 +62,7 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
     classes = class_ids_by_name()
     task_ids: set[int] = set()
     task_of_frame: dict[int, str] = {}
+    prediction_ids = 0
     for n, task in enumerate(data):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             plan.problem(f"task #{n}: not an object with a 'data' object")
@@ -67,7 +82,8 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
         if other_video is not None and not is_int(other_video):
             plan.problem(f"{where}: 'data.video_id' must be an integer, got {shown(other_video)}")
             continue
-        if other_video is not None and other_video != video_id:
+        if (other_video is not None and other_video != video_id) or (
+                match == "file_name" and frames.of_other_video(d.get("image"))):
             plan.skipped_images += 1
             continue
         frame = frames.find(d.get("frame_index"), d.get("image"), match, where, plan,
@@ -85,25 +101,64 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
         if not isinstance(annotations, list) or not isinstance(predictions, list):
             plan.problem(f"{where}: 'annotations' and 'predictions' must be lists")
             continue
-        answered, regions = False, 0
+        answered: list[tuple[tuple, int, dict[str, Any]]] = []
         for k, ann in enumerate(annotations):
             if not isinstance(ann, dict) or not isinstance(ann.get("result", []), list):
                 plan.problem(f"{where}, annotation #{k}: needs a 'result' list")
                 continue
-            if ann.get("was_cancelled"):
-                continue
-            answered = True
-            regions += _regions(ann.get("result", []), frame, classes, meta, None,
-                                f"{where}, annotation #{k}", plan)
+            order = _recency(ann, f"{where}, annotation #{k}", plan)
+            if order is not None and not ann.get("was_cancelled"):
+                answered.append((order, k, ann))
+        if answered:
+            _, k, ann = max(answered, key=lambda a: (a[0], a[1]))
+            plan.truth_frames.add(frame.id)
+            plan.sent[frame.id] = _sent_boxes(meta)
+            if _regions(ann.get("result", []), frame, classes, meta, None,
+                        f"{where}, annotation #{k}", plan) == 0:
+                plan.empty_frames.add(frame.id)
         for k, pred in enumerate(predictions):
+            if is_int(pred):
+                prediction_ids += 1
+                continue
             if not isinstance(pred, dict) or not isinstance(pred.get("result", []), list):
                 plan.problem(f"{where}, prediction #{k}: needs a 'result' list")
                 continue
             _regions(pred.get("result", []), frame, classes, meta, pred,
                      f"{where}, prediction #{k}", plan)
-        if answered and regions == 0:
-            plan.empty_frames.add(frame.id)
+    if prediction_ids:
+        plan.warnings.append(f"{prediction_ids} prediction(s) skipped: {PREDICTION_IDS}")
     return plan
+
+
+def _recency(ann: dict[str, Any], where: str, plan: ImportPlan) -> tuple | None:
+    """How recent an annotation is, comparable between a task's annotations; None (with a
+    problem) when a time or id has the wrong shape."""
+    times = []
+    for key in ("updated_at", "created_at"):
+        value = ann.get(key)
+        if value is None:
+            times.append(None)
+            continue
+        try:
+            when = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            when = None
+        if when is None:
+            plan.problem(f"{where}: '{key}' must be an ISO 8601 time, got {shown(value)}")
+            return None
+        times.append(when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+    aid = ann.get("id")
+    if aid is not None and not is_int(aid):
+        plan.problem(f"{where}: 'id' must be an integer, got {shown(aid)}")
+        return None
+    when = times[0] or times[1]
+    return (when is not None, when.timestamp() if when else 0.0, aid if aid is not None else -1)
+
+
+def _sent_boxes(meta: dict[str, Any]) -> set[int]:
+    """The manual boxes the task was exported with (deleted when its annotation lost them)."""
+    return {r["box_id"] for r in meta.values() if isinstance(r, dict)
+            and r.get("source") == BoxSource.manual.value and is_db_int(r.get("box_id"), 1)}
 
 
 def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str, Any],
@@ -148,7 +203,7 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
         class_id = classes.get(labels[0].strip().lower())
         if class_id is None:
             plan.problem(f"{at}: unknown class {shown(labels[0])}; the classes are "
-                         f"{', '.join(sorted(classes))}")
+                         f"{', '.join(sorted(classes))}; {add_hint(labels[0].strip())}")
             continue
         sizes = [(key, item.get(key), have) for key, have in
                  (("original_width", frame.width), ("original_height", frame.height))]
@@ -161,12 +216,8 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
         W, H = frame.width, frame.height
         x, y = value["x"] * W / 100.0, value["y"] * H / 100.0
         w, h = value["width"] * W / 100.0, value["height"] * H / 100.0
-        if fit_box(x, y, w, h, frame, at, plan) is None:
-            continue
-        x0, y0 = max(0, round(x)), max(0, round(y))
-        x1, y1 = min(W, round(x + w)), min(H, round(y + h))
-        if x1 <= x0 or y1 <= y0:
-            plan.problem(f"{at}: the box is smaller than a pixel")
+        geometry = fit_box(x, y, w, h, frame, at, plan)
+        if geometry is None:
             continue
         region = meta.get(str(rid)) if rid is not None else None
         region = region if isinstance(region, dict) else {}
@@ -174,6 +225,11 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
         if track_id is not None and not is_db_int(track_id, 0):
             plan.problem(f"{at}: data.sonolabel_regions track_id must be an integer from 0 to "
                          f"{DB_INT_MAX}, got {shown(track_id)}")
+            continue
+        box_id = region.get("box_id")
+        if box_id is not None and not is_db_int(box_id, 1):
+            plan.problem(f"{at}: data.sonolabel_regions box_id must be an integer from 1 to "
+                         f"{DB_INT_MAX}, got {shown(box_id)}")
             continue
         if prediction is None:
             source = (BoxSource.propagated if region.get("source") == BoxSource.propagated.value
@@ -190,10 +246,9 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
                 plan.problem(f"{at}: model_version must be a text of up to 64 characters, "
                              f"got {shown(version)}")
                 continue
-        plan.boxes.append(ImportedBox(frame.id, class_id, float(x0), float(y0), float(x1 - x0),
-                                      float(y1 - y0), source=source,
+        plan.boxes.append(ImportedBox(frame.id, class_id, *geometry, source=source,
                                       score=None if score is None else float(score),
-                                      model_version=version, track_id=track_id))
+                                      model_version=version, track_id=track_id, box_id=box_id))
         count += 1
     return count
 

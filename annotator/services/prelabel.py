@@ -5,7 +5,8 @@ Design choices:
   reset per scene), so a two-frame model sees each frame with its real predecessor; the
   first frame is its own predecessor, as in training.
 - Boxes are stored with source ``model``, the score and the version's name; at most
-  ``MAX_PER_FRAME`` per frame, scoring at least ``min_score``. Classes are matched by name.
+  ``MAX_PER_FRAME`` per frame, scoring at least ``min_score``. Classes are matched by name
+  (any case); a model class with no SonoLabel class is skipped, with a line in the job's log.
 - A scene's frames are predicted first and written in one transaction, so a cancelled or
   failed job leaves no scene half pre-labelled. Re-running replaces only this version's
   boxes that are still unreviewed (source ``model``): accepted ones became manual boxes, and
@@ -24,9 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import Box, BoxSource, Frame, LabelClass, ModelVersion, Role, Scene, User
+from ..models import Box, BoxSource, Frame, ModelVersion, Role, Scene, User
 from . import ServiceError
 from .boxes import clip_box, plain
+from .classes import add_hint, ids_by_name
 from .event_log import record_event
 from .frames import read_frame
 from .job_spec import JobContext, Param, id_list, integer, kind, number, text
@@ -88,11 +90,18 @@ def predict_scene(predictor: Any, frames: list[Frame], progress: Any = None) -> 
     return images, detections
 
 
+def missing_class_lines(model_classes: list[str]) -> list[str]:
+    """A log line for each of a model's classes that no SonoLabel class has the name of."""
+    known = ids_by_name()
+    return [f"model class {name!r} has no SonoLabel class: its boxes are skipped; " + add_hint(name)
+            for name in model_classes if name.lower() not in known]
+
+
 def store_prelabels(scene: Scene, frames: list[Frame], detections: list[list[dict[str, Any]]],
                     version_name: str, user: User | None, min_score: float) -> tuple[int, int, list[list[dict]]]:
     """Replace ``version_name``'s unreviewed boxes of the scene with ``detections`` (not
     committed). Returns (created, replaced, the stored boxes per frame as dicts)."""
-    class_ids = dict(db.session.execute(sa.select(LabelClass.name, LabelClass.id)).all())
+    class_ids = ids_by_name()
     created = replaced = 0
     stored: list[list[dict[str, Any]]] = []
     for frame, dets in zip(frames, detections):
@@ -101,14 +110,14 @@ def store_prelabels(scene: Scene, frames: list[Frame], detections: list[list[dic
             record_event(user, "replace", "model", frame=frame, before=old.as_dict())
             db.session.delete(old)
             replaced += 1
-        keep = sorted((d for d in dets if d["score"] >= min_score and d["category"] in class_ids),
+        keep = sorted((d for d in dets if d["score"] >= min_score and d["category"].lower() in class_ids),
                       key=lambda d: -d["score"])[:MAX_PER_FRAME]
         new, boxes = [], []
         for d in keep:
             geometry = clip_box(*d["box"], frame.width, frame.height, decimals=1)
             if geometry is None:
                 continue
-            box = Box(frame=frame, class_id=class_ids[d["category"]], source=BoxSource.model,
+            box = Box(frame=frame, class_id=class_ids[d["category"].lower()], source=BoxSource.model,
                       score=round(float(d["score"]), 4), model_version=version_name, **geometry)
             db.session.add(box)
             new.append(box)
@@ -139,6 +148,8 @@ def run_prelabel(ctx: JobContext, params: dict[str, Any], user: User | None) -> 
     total = sum(n for _, refused, n in plan if refused is None) or 1
     ctx.progress(1, f"pre-labelling {len(plan)} scene(s) with {name}")
     predictor = Predictor(weights, score_threshold=min(0.05, params["min_score"]))
+    for line in missing_class_lines(predictor.names[1:]):
+        ctx.log(line)
     done, created, replaced, skipped = 0, 0, 0, []
     for scene_id, refused, _ in plan:
         if refused is not None:

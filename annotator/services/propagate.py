@@ -3,7 +3,8 @@
 Design choices:
 - Flow is OpenCV DIS (MEDIUM preset, :mod:`detector.flow`) between the two frames, forward
   (frame t -> t+1) and backward, at most ``FLOW_SIDE`` pixels on the longest side; boxes are
-  mapped into that grid and back. MEDIUM follows speckle better than FAST.
+  mapped into that grid and back. MEDIUM follows speckle better than FAST. Stored frames'
+  flows come from :mod:`.flow_cache` (computed once per pair of frames and process).
 - Each box moves by the median flow inside it (robust to the tissue around a lesion moving
   differently at the box edge) and is rescaled about its centre by ``1 + div / 2``, where
   ``div`` is the median divergence of the flow inside it (a uniform zoom by ``s`` has
@@ -47,6 +48,7 @@ from ..models import Box, BoxSource, Frame, Role, Scene, User
 from . import ServiceError
 from .boxes import clip_box, iou, plain
 from .event_log import record_event
+from .flow_cache import FLOWS
 from .frames import read_frame
 from .job_spec import JobContext, Param, integer, kind
 from .workflow import Change, LabelRefused, check_editable, commit, start_editing
@@ -56,6 +58,7 @@ MIN_SCALE, MAX_SCALE = 0.8, 1.25
 MIN_INSIDE = 0.3
 MIN_SCORE = 0.02
 DUPLICATE_IOU = 0.5
+MAX_SAMPLES = 2500
 
 
 class PropagationRefused(ServiceError):
@@ -91,6 +94,22 @@ def flow_pair(previous: np.ndarray, following: np.ndarray, max_side: int = FLOW_
     return FlowPair(forward, backward, a.shape[1] / w, (h, w), a, b)
 
 
+def reversed_pair(flow: FlowPair) -> FlowPair:
+    """The same pair of frames the other way round, without computing flow again."""
+    return FlowPair(flow.backward, flow.forward, flow.scale, flow.image_size, flow.following,
+                    flow.previous)
+
+
+def frame_flow(previous: Frame, following: Frame) -> FlowPair:
+    """Flow between two stored frames from the process's flow cache (:mod:`.flow_cache`);
+    DIS runs once per pair, in the scene's order, and the other direction reuses it."""
+    if previous.frame_index > following.frame_index:
+        return FLOWS.get((previous.sha256, following.sha256, FLOW_SIDE),
+                         lambda: reversed_pair(frame_flow(following, previous)))
+    return FLOWS.get((previous.sha256, following.sha256, FLOW_SIDE),
+                     lambda: flow_pair(read_frame(previous), read_frame(following)))
+
+
 def move_box(box: dict[str, float], flow: FlowPair) -> tuple[dict[str, float], float] | None:
     """The box ``{x, y, w, h}`` (image pixels) one frame on, and its confidence in [0, 1];
     None when it left the image."""
@@ -100,16 +119,20 @@ def move_box(box: dict[str, float], flow: FlowPair) -> tuple[dict[str, float], f
     y0 = int(np.clip(np.floor(box["y"] * s), 0, gh - 1))
     x1 = int(np.clip(np.ceil((box["x"] + box["w"]) * s), x0 + 1, gw))
     y1 = int(np.clip(np.ceil((box["y"] + box["h"]) * s), y0 + 1, gh))
-    fwd = flow.forward[y0:y1, x0:x1].reshape(-1, 2)
+    # A large box is read on a regular grid of at most about MAX_SAMPLES pixels: its medians
+    # and shares barely change, and a track of large boxes stays fast.
+    step = max(1, int(np.sqrt((y1 - y0) * (x1 - x0) / MAX_SAMPLES)))
+    rows, cols = slice(y0, y1, step), slice(x0, x1, step)
+    fwd = flow.forward[rows, cols].reshape(-1, 2)
     dx, dy = (float(v) / s for v in np.median(fwd, axis=0))
     inner = flow.divergence[y0:y1, x0:x1]
     if inner.shape[0] > 2 and inner.shape[1] > 2:
         inner = inner[1:-1, 1:-1]  # the edge rows mix in the motion of the surroundings
-    zoom = float(np.clip(1.0 + float(np.median(inner)) / 2.0, MIN_SCALE, MAX_SCALE))
+    zoom = float(np.clip(1.0 + float(np.median(inner[::step, ::step])) / 2.0, MIN_SCALE, MAX_SCALE))
 
     # Forward-backward check: follow the flow out, sample the backward flow where it lands.
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    fx, fy = flow.forward[y0:y1, x0:x1, 0], flow.forward[y0:y1, x0:x1, 1]
+    ys, xs = np.mgrid[rows, cols].astype(np.float32)
+    fx, fy = flow.forward[rows, cols, 0], flow.forward[rows, cols, 1]
     tx, ty = xs + fx, ys + fy
     back = cv2.remap(flow.backward, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                      borderValue=(np.nan, np.nan))
@@ -120,7 +143,7 @@ def move_box(box: dict[str, float], flow: FlowPair) -> tuple[dict[str, float], f
     confidence = float(consistent.mean()) if consistent.size else 0.0
     if confidence > 0:
         landed = cv2.remap(flow.following, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        confidence *= max(0.0, _correlation(flow.previous[y0:y1, x0:x1][consistent],
+        confidence *= max(0.0, _correlation(flow.previous[rows, cols][consistent],
                                             landed[consistent]))
 
     cx, cy = box["x"] + box["w"] / 2 + dx, box["y"] + box["h"] / 2 + dy
@@ -197,10 +220,11 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
                                  "forward (accept pre-labels first).")
     # Flow first, nothing written yet: a long scene can be cancelled without a trace.
     plans: list[tuple[Frame, list[dict[str, Any]], list[Box]]] = []
-    image = read_frame(start)
+    previous = start
     for n, target in enumerate(targets):
-        following = read_frame(target)
-        moved = [b for b in propagate_boxes(image, following, source) if _chained_score(b) >= MIN_SCORE]
+        flow = frame_flow(previous, target)
+        moved = [b for b in propagate_boxes(flow.previous, flow.following, source, flow)
+                 if _chained_score(b) >= MIN_SCORE]
         own_manual = [plain(b, score=False) for b in target.boxes if b.source == BoxSource.manual]
         kept = [b for b in moved
                 if not any(m["class_id"] == b["class_id"] and iou(m, b) >= DUPLICATE_IOU
@@ -210,7 +234,7 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
         plans.append((target, kept, superseded))
         # The next step starts from this frame's manual boxes and what was just carried here.
         source = own_manual + [{**b, "score": _chained_score(b)} for b in kept]
-        image = following
+        previous = target
         if progress is not None:
             progress(100.0 * (n + 1) / len(targets))
         if not source:

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import Box, BoxSource, LabelEvent, Scene, User
+from ..models import Box, BoxSource, LabelClass, LabelEvent, Scene, User
 from .box_edits import check_version, get_frame, unmark_empty
 from .event_log import is_mark_event, record_event
 from .input_checks import id_list
@@ -52,6 +52,8 @@ def revert_events(event_ids: Any, user: User) -> Change:
 def _revert_box(ev: LabelEvent, user: User) -> tuple[Box | None, list[LabelEvent]]:
     before, after = ev.before, ev.after
     frame = get_frame((after or before)["frame_id"])
+    if before is not None and db.session.get(LabelClass, before["class_id"]) is None:
+        raise Conflict(f"Class {before['class_id']} was deleted since; the change cannot be undone.")
     if after is None:  # the box was removed: bring it back under its old id and version
         if db.session.get(Box, before["id"]) is not None:
             raise Conflict(f"Box {before['id']} cannot be restored: its id is in use.")

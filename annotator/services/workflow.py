@@ -34,7 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..db import db
 from ..models import Box, Frame, LabelEvent, Patient, Role, Scene, SceneStatus, User, Video
-from . import ServiceError
+from . import ServiceError, review_gate
 from .event_log import is_mark_event, record_event
 from .input_checks import id_list, shown
 
@@ -210,7 +210,8 @@ def move_scene(scene: Scene, to: SceneStatus, user: User, comment: str) -> Label
 
 @atomic
 def change_status(scene_id: int, payload: dict[str, Any], user: User) -> Change:
-    """Move a scene along new -> in_progress -> submitted -> reviewed | returned."""
+    """Move a scene along new -> in_progress -> submitted -> reviewed | returned. Submitting
+    passes the review gate (:mod:`.review_gate`) unless an admin sends ``override``, a reason."""
     scene = db.session.get(Scene, scene_id)
     if scene is None:
         raise LabelRefused(f"Scene {scene_id} does not exist.", status=404)
@@ -235,8 +236,29 @@ def change_status(scene_id: int, payload: dict[str, Any], user: User) -> Change:
         raise LabelRefused("Say what to fix: returning a scene needs a comment.")
     if len(comment) > MAX_COMMENT:
         raise LabelRefused(f"The comment is too long ({MAX_COMMENT} characters at most).")
-    event = move_scene(scene, to, user, comment)
-    return commit(Change(None, [event], scene))
+    events = _pass_review_gate(scene, to, payload.get("override"), user)
+    events.append(move_scene(scene, to, user, comment))
+    return commit(Change(None, events, scene))
+
+
+def _pass_review_gate(scene: Scene, to: SceneStatus, override: Any, user: User) -> list[LabelEvent]:
+    """Refuse a submission with undecided frames (:mod:`.review_gate`), unless an admin gives
+    ``override``, a reason: then an ``override_gate`` event keeps the reason and the frames."""
+    if override is not None and to != SceneStatus.submitted:
+        raise LabelRefused("'override' applies only to submitting a scene.")
+    if override is None:
+        if to == SceneStatus.submitted:
+            review_gate.check_submit(scene)
+        return []
+    reason = admin_reason(user, override, "submit a scene with unfinished frames",
+                          "'override' must be the reason for submitting unfinished frames")
+    todo = review_gate.unfinished(review_gate.scene_coverage(scene))
+    if not todo:
+        return []
+    return [record_event(user, "override_gate", "workflow", scene_id=scene.id,
+                         before={"status": scene.status.value,
+                                 "unfinished_frames": [r["index"] for r in todo]},
+                         after={"status": to.value, "reason": reason})]
 
 
 @dataclass(frozen=True)
@@ -247,16 +269,23 @@ class Reopen:
     reason: str
 
 
-def reopen_leave(user: User | None, reason: str | None) -> Reopen:
-    """Check that ``user`` may reopen locked scenes (admins only) and gave a reason."""
+def admin_reason(user: User | None, reason: Any, may: str, needs: str) -> str:
+    """The reason an admin gave for going past a safeguard: refused (403) to anyone else,
+    "Say why: ``needs``" (400) when empty or not text."""
     if user is None or user.role != Role.admin:
-        raise LabelRefused("Only an admin may reopen submitted or reviewed scenes.", status=403)
+        raise LabelRefused(f"Only an admin may {may}.", status=403)
     reason = reason.strip() if isinstance(reason, str) else ""
     if not reason:
-        raise LabelRefused("Say why: reopening submitted or reviewed scenes needs a reason.")
+        raise LabelRefused(f"Say why: {needs}.")
     if len(reason) > MAX_COMMENT:
         raise LabelRefused(f"The reason is too long ({MAX_COMMENT} characters at most).")
-    return Reopen(user, reason)
+    return reason
+
+
+def reopen_leave(user: User | None, reason: str | None) -> Reopen:
+    """Check that ``user`` may reopen locked scenes (admins only) and gave a reason."""
+    return Reopen(user, admin_reason(user, reason, "reopen submitted or reviewed scenes",
+                                     "reopening submitted or reviewed scenes needs a reason"))
 
 
 def unlock_for_import(scenes: Iterable[Scene], leave: Reopen | None) -> list[Scene]:

@@ -29,7 +29,7 @@
     adj: { brightness: 0, contrast: 1, gamma: 1 },
     view: { scale: 1, ox: 0, oy: 0, fitted: false },
     undo: [], redo: [], images: new Map(), drag: null, hover: null,
-    pending: 0, tmp: 0, spaceDown: false,
+    pending: 0, tmp: 0, spaceDown: false, gate: null,
   };
   window.sonolabel = S; // for debugging from the console and for end-to-end tests
 
@@ -114,6 +114,15 @@
   const frameBoxes = (f = frame()) => (f ? S.boxes[f.id] || (S.boxes[f.id] = []) : []);
   const isModel = (b) => b.source !== "manual";
   const visible = (b) => !isModel(b) || (b.score ?? 0) >= S.threshold;
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || `${one}s`)}`;
+  /* A frame's state for the review gate (services/review_gate.py): every non-manual box is
+   * undecided, whatever the score threshold hides. */
+  function coverageOf(f) {
+    const boxes = S.boxes[f.id] || [];
+    const undecided = boxes.filter(isModel).length, manual = boxes.length - undecided;
+    const state = undecided ? "undecided" : manual ? "boxes" : f.reviewed_empty ? "empty" : "missing";
+    return { manual, undecided, state };
+  }
   const classOf = (id) => S.classes.find((c) => c.id === id) || { name: `class ${id}`, color: "#ffffff" };
 
   // The server's rule (workflow.check_editable): an assigned scene is its assignee's (admins too).
@@ -204,7 +213,7 @@
       S.sel = null;
       remember(r.undo_ids, f.id, "accept all");
       sceneChanged(r.scene);
-      toast(`Accepted ${r.undo_ids.length} pre-label(s).`, "info");
+      toast(`Accepted ${plural(r.undo_ids.length, "pre-label")}.`, "info");
       refresh();
     });
   }
@@ -220,8 +229,17 @@
       for (const t of r.frames) S.boxes[t.frame_id] = t.boxes;
       if (r.frames.length) remember(r.undo_ids, r.frames[0].frame_id, "propagate");
       sceneChanged(r.scene);
-      toast(`Propagated ${r.created} box(es) to the next frame.`, "info");
-      if (frame() === f) goTo(S.cur + 1); else refresh();
+      const carried = r.frames.length ? S.boxes[r.frames[0].frame_id].filter((b) => b.source === "propagated") : [];
+      const hidden = carried.filter((b) => !visible(b)).length;
+      toast(`Propagated ${plural(r.created, "box", "boxes")} to the next frame.` + (hidden
+        ? ` ${plural(hidden, "carried box is", "carried boxes are")} below the score threshold: lower it to see them.`
+        : carried.length ? " Y accepts the selected one, Shift+Y all." : ""), "info");
+      if (frame() === f) {
+        goTo(S.cur + 1);
+        // Select the carried box so Y accepts it straight away (Tab moves to the next one).
+        S.sel = carried.find(visible) || null;
+        refresh();
+      } else refresh();
     });
   }
 
@@ -229,6 +247,7 @@
   async function prelabel() {
     if (!guardEdit()) return;
     const btn = $("prelabel");
+    if (root.dataset.prelabelBlocked) { toast(root.dataset.prelabelBlocked, "info"); return; }
     btn.disabled = true;
     try {
       await chain;
@@ -246,7 +265,7 @@
     } catch (err) {
       toast(`Pre-labelling failed: ${err.message}`, "error");
     } finally {
-      btn.disabled = false; btn.textContent = "Pre-label scene";
+      btn.disabled = !!root.dataset.prelabelBlocked; btn.textContent = "Pre-label scene";
       refresh();
     }
   }
@@ -292,18 +311,32 @@
   const undo = () => undoRedo(S.undo, S.redo, "undo");
   const redo = () => undoRedo(S.redo, S.undo, "redo");
 
-  async function setStatus(status, comment) {
+  async function setStatus(status, comment, override) {
     try {
       await chain; // every box save lands before the scene changes hands
-      const r = await api("POST", `/api/scenes/${S.scene.id}/status`, { status, comment: comment || "" });
+      const body = { status, comment: comment || "" };
+      if (override !== undefined) body.override = override;
+      const r = await api("POST", `/api/scenes/${S.scene.id}/status`, body);
+      S.gate = null;
       sceneChanged(r.scene);
       renderWorkflow();
       const said = { submitted: "Submitted for review.", reviewed: "Scene accepted.", returned: "Scene returned to the annotator.", in_progress: "Scene reopened." };
       toast(said[status] || "Saved.", "info");
     } catch (err) {
+      if (err instanceof ApiError && err.data && err.data.unfinished_frames) gateRefused(err);
       toast(err.message, err.status === 409 ? "conflict" : "error");
     }
     refresh();
+  }
+
+  /* The review gate refused the submission: keep its message in the scene panel and go to
+   * the first frame left to do, showing its undecided boxes whatever the threshold. */
+  function gateRefused(err) {
+    S.gate = { message: err.message, frames: err.data.unfinished_frames };
+    const i = S.frames.findIndex((f) => f.id === err.data.first_unfinished_frame_id);
+    if (i >= 0) goTo(i);
+    if (frameBoxes().some((b) => isModel(b) && !visible(b))) { $("threshold").value = 0; updThr(); }
+    renderWorkflow();
   }
 
   // ---------- navigation ----------
@@ -483,13 +516,19 @@
     }
   }
 
+  /* The previous frame's box: its class colour, long dashes over a dark under-stroke (thin
+   * dots vanished on speckle) and a small label below it, so it is not taken for a box here. */
   function drawGhost(b) {
     const s = S.view.scale;
-    ctx.setLineDash([3 / s, 3 / s]);
-    ctx.lineWidth = 1.5 / s;
-    ctx.strokeStyle = hexA(classOf(b.class_id).color, 0.55);
+    const c = classOf(b.class_id);
+    ctx.setLineDash([8 / s, 5 / s]);
+    ctx.save(); ctx.strokeStyle = "rgba(0,0,0,.5)"; ctx.lineWidth = 4.5 / s;
+    ctx.strokeRect(b.x, b.y, b.w, b.h); ctx.restore();
+    ctx.lineWidth = 2.5 / s;
+    ctx.strokeStyle = hexA(c.color, 0.9);
     ctx.strokeRect(b.x, b.y, b.w, b.h);
     ctx.setLineDash([]);
+    label(`previous · ${c.name}`, b.x, b.y + b.h + 16 / s, c.color, "rgba(5,6,7,.7)");
   }
 
   function drawModelOriginals(f) {
@@ -658,7 +697,13 @@
     else if (k === "m" || k === "M") { S.showModel = !S.showModel; $("show-model").checked = S.showModel; draw(); }
     else if (k === "Y" && e.shiftKey) { acceptAll(); }
     else if (k === "y" || k === "Enter") {
-      if (sel && isModel(sel) && guardEdit()) { e.preventDefault(); acceptBox(sel); }
+      if (sel && isModel(sel)) { e.preventDefault(); if (guardEdit()) acceptBox(sel); }
+      else if (k === "y") {
+        toast(sel ? "This box is already accepted (drawn or accepted boxes need no Y)."
+          : frameBoxes().some((b) => isModel(b) && visible(b))
+            ? "Nothing selected: click a pre-label or press Tab to select one, then Y."
+            : "Nothing to accept on this frame: no pre-label or propagated box is shown.", "info");
+      }
     }
     else if (k === "n" || k === "N" || k === "Delete" || k === "Backspace") {
       if (!sel) return;
@@ -671,7 +716,8 @@
     else if (k === "f" || k === "F") fit();
     else if (k === "+" || k === "=") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 1.25);
     else if (k === "-") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 0.8);
-    else if (k === "Escape") { S.sel = null; S.drag = null; refresh(); }
+    else if (k === "?") { toggleKeys(); }
+    else if (k === "Escape") { if (!$("keys-help").hidden) toggleKeys(false); S.sel = null; S.drag = null; refresh(); }
     else if (k === "Tab") {
       e.preventDefault();
       const boxes = frameBoxes().filter(visible);
@@ -748,7 +794,8 @@
     list.innerHTML = "";
     const all = frameBoxes(f);
     const shown = all.filter(visible);
-    $("box-count").textContent = all.length === shown.length ? `${all.length}` : `${shown.length} of ${all.length}`;
+    $("box-count").textContent = all.length === shown.length ? plural(all.length, "box", "boxes")
+      : `${shown.length} of ${plural(all.length, "box", "boxes")} (the rest below the threshold)`;
     if (!shown.length) {
       const li = document.createElement("li");
       li.className = "muted";
@@ -791,6 +838,18 @@
     } else if (editor && ["in_progress", "returned"].includes(st)) {
       p("When every frame has its boxes or is marked “no findings”, hand the scene to a reviewer.");
       button("Submit for review", "primary", () => setStatus("submitted"), "submit-scene");
+      if (S.gate) {
+        p(S.gate.message, "small gate-msg").id = "gate-msg";
+        if (S.user.role === "admin") {
+          const why = document.createElement("textarea");
+          why.id = "override-reason"; why.rows = 2; why.placeholder = "Admin: why submit with these frames unfinished? (audited)";
+          el.appendChild(why);
+          button("Submit anyway", "danger", () => {
+            if (!why.value.trim()) { toast("Give the reason for submitting unfinished frames.", "info"); why.focus(); return; }
+            setStatus("submitted", "", why.value);
+          }, "override-submit");
+        }
+      }
     } else if (editor && st === "new") {
       p("Draw the first box to start this scene.");
     } else if (st === "submitted" && !reviewer) {
@@ -826,17 +885,26 @@
         el.appendChild(c);
       });
     }
+    const counts = { boxes: 0, empty: 0, undecided: 0, missing: 0 };
     S.frames.forEach((f, i) => {
       const boxes = S.boxes[f.id] || [];
       const manual = boxes.some((b) => !isModel(b)), model = boxes.some((b) => isModel(b) && visible(b));
-      el.children[i].className = `${i === S.cur ? "cur " : ""}${manual ? "has-boxes" : model ? "has-model" : f.reviewed_empty ? "empty" : ""}`;
+      const cov = coverageOf(f);
+      counts[cov.state]++;
+      const cell = el.children[i];
+      cell.className = `${i === S.cur ? "cur " : ""}${manual ? "has-boxes" : model ? "has-model" : f.reviewed_empty ? "empty" : ""} cov-${cov.state}`;
+      cell.title = `Frame ${f.index}: ${{ boxes: plural(cov.manual, "box", "boxes"), empty: "no findings",
+        undecided: `${cov.undecided} undecided`, missing: "not done yet" }[cov.state]}`;
     });
+    $("coverage").textContent = `Frames: ${counts.boxes} with boxes · ${counts.empty} no findings · ` +
+      `${counts.undecided} with undecided boxes · ${counts.missing} not done`;
+    if (S.gate && !counts.undecided && !counts.missing) { S.gate = null; renderWorkflow(); }
   }
 
   function renderOverlay() {
     const f = frame();
     if (!f) return;
-    $("frame-info").textContent = `Frame ${S.cur + 1} / ${S.frames.length} · #${f.index} · ${(f.timestamp_ms / 1000).toFixed(2)} s`;
+    $("frame-info").textContent = `Frame ${f.index} (${S.cur + 1} of ${S.frames.length} in this scene) · ${(f.timestamp_ms / 1000).toFixed(2)} s`;
     $("zoom-info").textContent = `${Math.round(S.view.scale * 100)} %${S.ghost ? " · ghost" : ""}`;
     $("empty-badge").hidden = !f.reviewed_empty;
   }
@@ -849,7 +917,7 @@
   function refresh() {
     if (!frame()) return;
     $("scrubber").value = S.cur;
-    $("frame-counter").textContent = `${S.cur + 1} / ${S.frames.length}`;
+    $("frame-counter").textContent = `${S.cur + 1} of ${S.frames.length}`;
     for (const b of document.querySelectorAll(".class-btn")) b.classList.toggle("active", Number(b.dataset.classId) === S.classId);
     if (S.sel && !visible(S.sel)) S.sel = null;
     renderBoxList();
@@ -875,6 +943,12 @@
   $("ghost").addEventListener("change", (e) => { S.ghost = e.target.checked; draw(); });
   $("show-model").addEventListener("change", (e) => { S.showModel = e.target.checked; draw(); });
   $("fit").addEventListener("click", fit);
+  function toggleKeys(show) {
+    const el = $("keys-help");
+    el.hidden = show === undefined ? !el.hidden : !show;
+  }
+  $("keys-open").addEventListener("click", () => toggleKeys(true));
+  $("keys-close").addEventListener("click", () => toggleKeys(false));
   $("accept-all").addEventListener("click", acceptAll);
   $("no-findings").addEventListener("click", noFindings);
   $("prelabel").addEventListener("click", prelabel);

@@ -1,0 +1,279 @@
+"""A track (one object within a scene, ``Box.track_id``) propagated through its scene from
+its keyframes (the boxes an annotator drew or corrected).
+
+Design choices:
+- Each step is :func:`.propagate.move_box` (median flow in the box, divergence scaling,
+  forward-backward confidence) on flows from :mod:`.flow_cache`, so a scene's flows are
+  computed once however often its tracks are re-propagated.
+- Between keyframes ``a < b`` the box is carried forward from ``a`` and backward from ``b``;
+  frame ``i`` gets the two boxes blended with weight ``(b - i) / (b - a)`` on the forward one.
+  Each direction drifts the further it gets from its keyframe, so the blend trusts the nearer
+  one and meets both keyframes exactly; unlike interpolating corners it follows motion that is
+  not linear in time. Before the first and after the last keyframe propagation is one-sided.
+- A chain stops at the first step whose confidence is under ``STOP_CONFIDENCE`` (a new
+  view, the probe lifted) or whose box no longer resembles the box on its keyframe (the
+  correlation of the two, smoothed and shrunk to ``PATCH`` x ``PATCH``, under
+  ``SAME_OBJECT``): when an object leaves the plane the tissue around it goes on moving
+  consistently, so the flow's confidence alone carries boxes on over plain tissue
+  (``bench/propagate_speed.py`` counts the boxes carried past an object's frames and the
+  object's boxes lost, to tune ``SAME_OBJECT`` against). The frame where a chain
+  stopped is marked "needs a look" and the chain gives no box there or beyond. Where only
+  one direction reached a frame, its box is used.
+- A box's confidence (stored as its score) is the weakest step of its chain, not the product
+  of the steps as for key P: a long chain of sure steps stays sure, one doubtful step shows.
+- A corrected or new keyframe re-propagates only the spans it bounds (from the keyframe
+  before it to the one after it); only frames whose box changed are rewritten.
+- A pending pre-label of the track's class overlapping a propagated box (IoU >= 0.5) is
+  offered as a fused box: the detector's edges with the track's identity. Nothing is written
+  for it: accepting it is the annotator's decision.
+- Propagated boxes are suggestions (source ``propagated``), never ground truth; keyframes
+  and other tracks' boxes are never touched. One transaction, with label events, like key P.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+from ..db import db
+from ..models import Box, BoxSource, Frame, Scene, User
+from .boxes import clip_box, iou, plain
+from .event_log import record_event
+from .propagate import DUPLICATE_IOU, FlowPair, PropagationRefused, frame_flow, move_box
+from .workflow import Change, check_editable, commit, start_editing
+
+STOP_CONFIDENCE = 0.3
+SAME_OBJECT = 0.25
+PATCH = 8
+GEOMETRY = ("x", "y", "w", "h")
+
+FlowAt = Callable[[int, int], FlowPair]
+"""Flow from position ``i`` of the scene to the adjacent position ``j`` (either direction)."""
+
+
+# --- the algorithm (positions 0..n-1 of a scene; no database) ----------------------------------
+
+@dataclass
+class TrackBoxes:
+    """The track's box per position (keyframes included, flagged ``keyframe``) and the
+    positions where a chain stopped ("needs a look"), over the positions ``covered``."""
+
+    boxes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    needs_look: set[int] = field(default_factory=set)
+    covered: range = range(0)
+
+
+def _patch(image: np.ndarray, box: dict[str, float], scale: float) -> np.ndarray | None:
+    """The box's pixels on the flow grid, smoothed and resized to a small square, with zero
+    mean and unit norm (so a dot product is their correlation); None when it is too small."""
+    x0, y0 = max(0, int(box["x"] * scale)), max(0, int(box["y"] * scale))
+    x1, y1 = int(np.ceil((box["x"] + box["w"]) * scale)), int(np.ceil((box["y"] + box["h"]) * scale))
+    crop = image[y0:y1, x0:x1]
+    if crop.shape[0] < 3 or crop.shape[1] < 3:
+        return None
+    small = cv2.resize(cv2.GaussianBlur(crop, (0, 0), 1.5), (PATCH, PATCH),
+                       interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    small -= small.mean()
+    norm = float(np.linalg.norm(small))
+    return small / norm if norm > 1e-6 else None
+
+
+def _chain(box: dict[str, float], start: int, end: int, step: int,
+           flow_at: FlowAt) -> tuple[dict[int, dict[str, Any]], int | None]:
+    """``box`` carried from ``start`` one frame at a time up to ``end`` (exclusive); the boxes
+    by position and the position where the chain stopped (None if it did not)."""
+    out: dict[int, dict[str, Any]] = {}
+    current, weakest = {k: box[k] for k in GEOMETRY}, 1.0
+    template = None
+    for i in range(start + step, end, step):
+        flow = flow_at(i - step, i)
+        if template is None:
+            template = _patch(flow.previous, current, flow.scale)
+        moved = move_box(current, flow)
+        if moved is None or moved[1] < STOP_CONFIDENCE:
+            return out, i
+        current, weakest = moved[0], min(weakest, moved[1])
+        seen = _patch(flow.following, current, flow.scale)
+        if template is not None and seen is not None and float(template @ seen) < SAME_OBJECT:
+            return out, i
+        out[i] = {**current, "confidence": weakest}
+    return out, None
+
+
+def blend(forward: dict[str, Any] | None, backward: dict[str, Any] | None,
+          weight: float) -> dict[str, Any] | None:
+    """``weight`` of ``forward`` and ``1 - weight`` of ``backward`` (either may be missing)."""
+    if forward is None or backward is None:
+        return forward or backward
+    return {k: weight * forward[k] + (1 - weight) * backward[k] for k in (*GEOMETRY, "confidence")}
+
+
+def bounding_keyframes(keys: list[int], position: int) -> tuple[int | None, int | None]:
+    """The keyframes just before and just after ``position`` (None: no such keyframe)."""
+    before = [k for k in keys if k < position]
+    after = [k for k in keys if k > position]
+    return (before[-1] if before else None), (after[0] if after else None)
+
+
+def propagate_track(n: int, keyframes: dict[int, dict[str, float]], flow_at: FlowAt,
+                    around: int | None = None) -> TrackBoxes:
+    """The track over a scene of ``n`` frames from its ``keyframes`` (position -> box
+    ``{x, y, w, h}``); with ``around``, only the spans bounded by that position (a keyframe
+    just set, moved or removed) are computed."""
+    keys = sorted(keyframes)
+    if not keys or keys[0] < 0 or keys[-1] >= n:
+        raise ValueError(f"keyframes must be within 0..{n - 1}: {keys}")
+    lo, hi = 0, n
+    if around is not None:
+        before, after = bounding_keyframes(keys, around)
+        lo = 0 if before is None else before + 1
+        hi = n if after is None else after
+    out = TrackBoxes(covered=range(lo, hi))
+    inner = [k for k in keys if lo <= k < hi]
+    for k in inner:
+        out.boxes[k] = {**{g: keyframes[k][g] for g in GEOMETRY}, "confidence": 1.0, "keyframe": True}
+    # The keyframes bounding the computed positions (None: the scene's start or end).
+    edges = [lo - 1 if lo > 0 else None, *inner, hi if hi < n else None]
+    for a, b in zip(edges, edges[1:]):
+        forward: dict[int, dict[str, Any]] = {}
+        backward: dict[int, dict[str, Any]] = {}
+        if a is not None:
+            forward, stop = _chain(keyframes[a], a, n if b is None else b, 1, flow_at)
+            out.needs_look.update([stop] if stop is not None else [])
+        if b is not None:
+            backward, stop = _chain(keyframes[b], b, -1 if a is None else a, -1, flow_at)
+            out.needs_look.update([stop] if stop is not None else [])
+        for i in range(0 if a is None else a + 1, n if b is None else b):
+            weight = 1.0 if b is None else 0.0 if a is None else (b - i) / (b - a)
+            box = blend(forward.get(i), backward.get(i), weight)
+            if box is not None:
+                out.boxes[i] = box
+    return out
+
+
+def changed_positions(before: TrackBoxes, after: TrackBoxes, tolerance: float = 0.1) -> list[int]:
+    """Positions of ``after.covered`` whose box appeared, disappeared or moved (by more than
+    ``tolerance`` px: stored boxes are rounded to 0.1 px)."""
+    def same(p: dict | None, q: dict | None) -> bool:
+        if p is None or q is None:
+            return p is q
+        return all(abs(p[k] - q[k]) <= tolerance for k in GEOMETRY)
+    return [i for i in after.covered if not same(before.boxes.get(i), after.boxes.get(i))]
+
+
+def fused_box(box: dict[str, float], prelabels: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pre-label (same class, already filtered) overlapping ``box`` most, at IoU >= 0.5."""
+    scored = [(iou(box, p), p) for p in prelabels]
+    best = max(scored, key=lambda t: t[0], default=(0.0, None))
+    return best[1] if best[0] >= DUPLICATE_IOU else None
+
+
+# --- stored frames and boxes -------------------------------------------------------------------
+
+@dataclass
+class TrackPropagation:
+    """What a track propagation wrote: the frame indexes whose box changed, those that need a
+    look, fused boxes offered, the events (for undo)."""
+
+    track_id: int
+    changed: list[int]
+    needs_look: list[int]
+    offers: list[dict[str, Any]]
+    event_ids: list[int]
+    undo_ids: list[int]
+    scene_data: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"track_id": self.track_id, "changed_frames": self.changed,
+                "needs_look": self.needs_look, "fused": self.offers, "events": self.event_ids,
+                "undo": self.undo_ids, "scene": self.scene_data}
+
+
+def _keyframes(frames: list[Frame], track_id: int) -> tuple[dict[int, dict[str, float]], int]:
+    keyframes: dict[int, dict[str, float]] = {}
+    classes = set()
+    for i, frame in enumerate(frames):
+        drawn = [b for b in frame.boxes if b.track_id == track_id and b.source == BoxSource.manual]
+        if len(drawn) > 1:
+            raise PropagationRefused(f"Track {track_id} has {len(drawn)} drawn boxes on frame "
+                                     f"{frame.frame_index}: keep one, or split the track.",
+                                     frame=frame.frame_index)
+        if drawn:
+            keyframes[i] = plain(drawn[0])
+            classes.add(drawn[0].class_id)
+    if not keyframes:
+        raise PropagationRefused(f"Track {track_id} has no drawn box in this scene: draw or "
+                                 "correct one first.")
+    if len(classes) > 1:
+        raise PropagationRefused(f"Track {track_id} has boxes of {len(classes)} classes: give the "
+                                 "track one class first.")
+    return keyframes, classes.pop()
+
+
+def _stored(frames: list[Frame], track_id: int) -> TrackBoxes:
+    out = TrackBoxes(covered=range(len(frames)))
+    for i, frame in enumerate(frames):
+        for b in frame.boxes:
+            if b.track_id == track_id and b.source == BoxSource.propagated:
+                out.boxes[i] = plain(b)
+    return out
+
+
+def propagate_stored_track(scene: Scene, track_id: int, user: User | None,
+                           changed: Frame | None = None) -> TrackPropagation:
+    """Propagate a track through ``scene`` (only the spans bounded by ``changed``, when
+    given) and store the boxes that changed, in one transaction."""
+    check_editable(scene, user)  # before the flow: a refusal should not wait for it
+    frames = list(scene.frames)
+    keyframes, class_id = _keyframes(frames, track_id)
+    around = None
+    if changed is not None:
+        around = next((i for i, f in enumerate(frames) if f.id == changed.id), None)
+        if around is None:
+            raise PropagationRefused(f"Frame {changed.id} is not in scene {scene.id}.")
+    result = propagate_track(len(frames), keyframes,
+                             lambda i, j: frame_flow(frames[i], frames[j]), around)
+    before = _stored(frames, track_id)
+    # A keyframe drawn where the track had a propagated box supersedes that box.
+    positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}
+                       | {i for i in result.covered if i in keyframes and i in before.boxes})
+    offers = []
+    for i, box in result.boxes.items():
+        pending = [{**plain(p), "id": p.id} for p in frames[i].boxes
+                   if p.source == BoxSource.model and p.class_id == class_id]
+        fused = None if box.get("keyframe") else fused_box(box, pending)
+        if fused is not None:
+            offers.append({"frame_index": frames[i].frame_index, "frame_id": frames[i].id,
+                           "prelabel_id": fused["id"], "track_id": track_id, "class_id": class_id,
+                           **{k: fused[k] for k in GEOMETRY}})
+    try:
+        events = start_editing(changed or frames[min(keyframes)], user)
+        for i in positions:
+            box = None if i in keyframes else result.boxes.get(i)
+            events += _rewrite(frames[i], track_id, class_id, box, user)
+        change = commit(Change(None, events, scene))
+    except BaseException:
+        db.session.rollback()
+        raise
+    return TrackPropagation(track_id, [frames[i].frame_index for i in positions],
+                            sorted(frames[i].frame_index for i in result.needs_look),
+                            offers, change.event_ids, change.undo_ids, change.scene_data)
+
+
+def _rewrite(frame: Frame, track_id: int, class_id: int, box: dict[str, Any] | None,
+             user: User | None) -> list:
+    events = []
+    for old in [b for b in frame.boxes if b.track_id == track_id and b.source == BoxSource.propagated]:
+        events.append(record_event(user, "replace", "propagated", frame=frame, before=old.as_dict()))
+        db.session.delete(old)
+    geometry = None if box is None else clip_box(box["x"], box["y"], box["w"], box["h"],
+                                                 frame.width, frame.height, decimals=1)
+    if geometry is not None:
+        new = Box(frame=frame, class_id=class_id, source=BoxSource.propagated, track_id=track_id,
+                  score=round(box["confidence"], 4), author_id=user.id if user else None, **geometry)
+        db.session.add(new)
+        db.session.flush()
+        events.append(record_event(user, "propagate", "propagated", frame=frame, box_id=new.id,
+                                   after=new.as_dict()))
+    return events

@@ -1,0 +1,246 @@
+"""Track propagation through a scene from keyframes: synthetic motion with known truth (the
+algorithm), then a stored scene (boxes, events, fused offers, re-propagation)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import lesion_box, seed_scene, shifted, texture
+
+from annotator.db import db
+from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene
+from annotator.services.flow_cache import FlowCache
+from annotator.services.propagate import FlowPair, flow_pair, reversed_pair
+from annotator.services.track_propagation import (changed_positions, fused_box, propagate_stored_track,
+                                                  propagate_track)
+
+DX, DY = 1.5, -1.0  # known motion per frame
+START = {"x": 70.0, "y": 90.0, "w": 50.0, "h": 40.0}
+
+
+def truth(i: int) -> dict[str, float]:
+    return {**START, "x": START["x"] + DX * i, "y": START["y"] + DY * i}
+
+
+def moving(n: int, cut: int | None = None) -> list[np.ndarray]:
+    """The texture moving by (DX, DY) a frame; from frame ``cut`` on, another texture (a new
+    view: the object left the plane) moving alike."""
+    base, other = texture(), texture(seed=5)
+    return [shifted(other if cut is not None and i >= cut else base, DX * i, DY * i) for i in range(n)]
+
+
+def flows_of(frames: list[np.ndarray], bias: float = 0.0):
+    """flow_at for a list of images; ``bias`` px added to every pair's forward flow in x (and
+    taken from its backward flow): each direction of propagation drifts, in opposite senses."""
+    cache = FlowCache()
+
+    def pair(i: int) -> FlowPair:
+        def compute() -> FlowPair:
+            f = flow_pair(frames[i], frames[i + 1])
+            add = np.array([bias, 0.0], np.float32)
+            return FlowPair(f.forward + add, f.backward - add, f.scale, f.image_size, f.previous, f.following)
+        return cache.get(i, compute)
+
+    def flow_at(i: int, j: int) -> FlowPair:
+        return pair(i) if j == i + 1 else reversed_pair(pair(j))
+    return flow_at
+
+
+def error(box: dict[str, float], i: int) -> float:
+    t = truth(i)
+    return max(abs(box[k] - t[k]) for k in ("x", "y", "w", "h"))
+
+
+def test_the_box_follows_a_known_shift_forward_and_backward():
+    frames = moving(20)
+    flow_at = flows_of(frames)
+    forward = propagate_track(20, {0: truth(0)}, flow_at)
+    backward = propagate_track(20, {19: truth(19)}, flow_at)
+    for result in (forward, backward):
+        assert sorted(result.boxes) == list(range(20)) and not result.needs_look
+        assert max(error(result.boxes[i], i) for i in range(20)) < 1.0
+        assert min(b["confidence"] for b in result.boxes.values()) > 0.5
+
+
+def test_blending_beats_either_direction_mid_span_and_meets_the_keyframes():
+    frames = moving(20)
+    flow_at = flows_of(frames, bias=0.3)
+    forward_only = propagate_track(20, {0: truth(0)}, flow_at).boxes
+    backward_only = propagate_track(20, {19: truth(19)}, flow_at).boxes
+    both = propagate_track(20, {0: truth(0), 19: truth(19)}, flow_at).boxes
+    for i in (8, 10, 11):
+        assert error(both[i], i) < 0.5 * min(error(forward_only[i], i), error(backward_only[i], i))
+    assert error(forward_only[10], 10) > 2.0  # the drift is real
+    assert both[0] == {**truth(0), "confidence": 1.0, "keyframe": True}
+    assert both[19] == {**truth(19), "confidence": 1.0, "keyframe": True}
+    for i in range(1, 19):  # weights by distance: the nearer keyframe's chain counts more
+        w = (19 - i) / 19
+        assert both[i]["x"] == pytest.approx(w * forward_only[i]["x"] + (1 - w) * backward_only[i]["x"])
+
+
+def test_a_correction_repropagates_only_the_spans_it_bounds():
+    frames = moving(26)
+    flow_at = flows_of(frames, bias=0.3)
+    keyframes = {0: truth(0), 19: truth(19)}
+    before = propagate_track(26, keyframes, flow_at)
+    keyframes[10] = {**truth(10), "x": truth(10)["x"] + 4.0}  # the annotator moved frame 10's box
+    after = propagate_track(26, keyframes, flow_at, around=10)
+    assert after.covered == range(1, 19)
+    changed = changed_positions(before, after)
+    assert 10 in changed and set(range(5, 16)) <= set(changed) and set(changed) <= set(range(1, 19))
+    whole = propagate_track(26, keyframes, flow_at)
+    for i in range(26):  # the partial run agrees with a full one where it ran, and left the rest
+        expected = whole.boxes[i] if i in after.covered else before.boxes[i]
+        assert (after.boxes if i in after.covered else before.boxes)[i] == pytest.approx(expected)
+
+
+def test_propagation_stops_where_the_object_leaves_and_marks_the_frame():
+    frames = moving(20, cut=12)
+    result = propagate_track(20, {0: truth(0)}, flows_of(frames))
+    assert result.needs_look == {12}
+    assert sorted(result.boxes) == list(range(12))
+    assert max(error(result.boxes[i], i) for i in range(12)) < 1.0
+    # With a keyframe in the new view, the backward chain stops at the cut too; each side of
+    # it keeps its own chain's boxes.
+    both = propagate_track(20, {0: truth(0), 16: truth(16)}, flows_of(frames))
+    assert both.needs_look == {11, 12} and sorted(both.boxes) == list(range(20))
+    assert max(error(both.boxes[i], i) for i in range(20)) < 1.0
+
+
+def test_propagation_stops_when_the_object_fades_out_of_a_moving_plane():
+    """A dark lesion that fades away while the tissue around it keeps moving: the flow stays
+    consistent, the box's content stops resembling its keyframe's."""
+    base = texture().astype(np.float32)
+    yy, xx = np.mgrid[0:200, 0:240]
+    lesion = np.hypot(xx - 95.0, yy - 110.0) < 22
+
+    def frame(i: int, depth: float) -> np.ndarray:
+        return shifted(np.clip(base * (1 - depth * lesion), 0, 255).astype(np.uint8), DX * i, DY * i)
+
+    fading = [frame(i, max(0.0, 0.8 * (1 - i / 10))) for i in range(20)]
+    result = propagate_track(20, {0: truth(0)}, flows_of(fading))
+    (stop,) = result.needs_look
+    assert 3 <= stop <= 10 and sorted(result.boxes) == list(range(stop))
+    staying = [frame(i, 0.8) for i in range(20)]
+    assert sorted(propagate_track(20, {0: truth(0)}, flows_of(staying)).boxes) == list(range(20))
+
+
+def test_a_box_that_leaves_the_image_stops_the_chain():
+    base = texture()
+    frames = [shifted(base, 12.0 * i, 0.0) for i in range(12)]
+    start = {"x": 150.0, "y": 80.0, "w": 40.0, "h": 40.0}
+    result = propagate_track(12, {0: start}, flows_of(frames))
+    assert len(result.needs_look) == 1
+    stop = next(iter(result.needs_look))
+    assert 4 <= stop <= 8 and all(i < stop for i in result.boxes)
+
+
+def test_the_fused_box_is_the_overlapping_prelabel():
+    box = {"x": 10.0, "y": 10.0, "w": 40.0, "h": 40.0}
+    near = {"id": 7, "x": 12.0, "y": 8.0, "w": 42.0, "h": 40.0}
+    far = {"id": 8, "x": 40.0, "y": 40.0, "w": 40.0, "h": 40.0}
+    assert fused_box(box, [far, near]) is near
+    assert fused_box(box, [far]) is None
+
+
+def test_the_flow_cache_computes_once_and_drops_the_least_recent_beyond_its_bound():
+    cache = FlowCache(max_bytes=3 * 800)
+    calls = []
+
+    def make(key: str):
+        return lambda: calls.append(key) or np.zeros(100)  # 800 bytes
+
+    for key in ("a", "b", "a", "c", "d", "a", "b"):
+        cache.get(key, make(key))
+    # "a" was used again before "c" and "d" came, so "b" was the one dropped
+    assert calls == ["a", "b", "c", "d", "b"] and len(cache) == 3
+
+
+def test_keyframes_outside_the_scene_are_refused():
+    with pytest.raises(ValueError):
+        propagate_track(5, {5: START}, lambda i, j: None)
+
+
+# --- stored -----------------------------------------------------------------------------------
+
+def test_a_stored_track_is_propagated_as_suggestions_and_a_correction_rewrites_its_spans(app):
+    seeded = seed_scene(app, frames=8, width=200, height=160)
+    ids = seeded.frame_ids
+    with app.app_context():
+        for i in (0, 7):
+            db.session.add(Box(frame_id=ids[i], class_id=1, source=BoxSource.manual, track_id=5,
+                               **lesion_box(i, 200, 160)))
+        # another track and a pending pre-label of the class over the lesion on frame 4
+        db.session.add(Box(frame_id=ids[2], class_id=1, source=BoxSource.manual, track_id=6,
+                           x=150, y=10, w=20, h=20))
+        db.session.add(Box(frame_id=ids[4], class_id=1, source=BoxSource.model, score=0.8,
+                           **{**lesion_box(4, 200, 160), "x": lesion_box(4, 200, 160)["x"] + 2}))
+        db.session.commit()
+        scene = db.session.get(Scene, seeded.scene_id)
+        result = propagate_stored_track(scene, 5, None)
+        assert result.changed == [1, 2, 3, 4, 5, 6] and result.needs_look == []
+        stored = {b.frame.frame_index: b for b in db.session.scalars(db.select(Box).filter_by(track_id=5))}
+        for i in range(1, 7):
+            box = stored[i]
+            assert box.source == BoxSource.propagated and box.class_id == 1 and 0 < box.score <= 1
+            assert abs(box.x - lesion_box(i, 200, 160)["x"]) < 2.0
+        assert stored[0].source == stored[7].source == BoxSource.manual
+        (offer,) = result.offers
+        assert offer["frame_index"] == 4 and offer["track_id"] == 5
+        assert offer["x"] == lesion_box(4, 200, 160)["x"] + 2
+        events = db.session.scalars(db.select(LabelEvent).where(LabelEvent.id.in_(result.event_ids))).all()
+        assert sorted(e.frame_id for e in events if e.action == "propagate") == ids[1:7]
+        assert all(e.box_id == stored[ids.index(e.frame_id)].id for e in events if e.action == "propagate")
+
+        # The annotator corrects frame 3 (it becomes a keyframe): only frames 1-6 may change.
+        untouched = {i: (stored[i].id, stored[i].x) for i in (0, 7)}
+        corrected = stored[3]
+        corrected.source, corrected.x = BoxSource.manual, corrected.x + 6
+        db.session.commit()
+        again = propagate_stored_track(scene, 5, None, changed=corrected.frame)
+        assert again.changed and set(again.changed) <= {1, 2, 4, 5, 6}
+        now = {b.frame.frame_index: b for b in db.session.scalars(db.select(Box).filter_by(track_id=5))}
+        assert {i: (now[i].id, now[i].x) for i in (0, 7)} == untouched
+        assert now[3].source == BoxSource.manual and len(now) == 8
+        assert db.session.scalar(db.select(db.func.count(Box.id)).filter_by(track_id=6)) == 1
+
+        # A box drawn on frame 5, where the track has a propagated box, replaces it.
+        db.session.add(Box(frame_id=ids[5], class_id=1, source=BoxSource.manual, track_id=5,
+                           **lesion_box(5, 200, 160)))
+        db.session.commit()
+        third = propagate_stored_track(scene, 5, None, changed=db.session.get(Frame, ids[5]))
+        assert 5 in third.changed and set(third.changed) <= {4, 5, 6}
+        on5 = db.session.scalars(db.select(Box).filter_by(frame_id=ids[5], track_id=5)).all()
+        assert [b.source for b in on5] == [BoxSource.manual]
+
+
+def test_a_track_without_a_drawn_box_is_refused(app):
+    from annotator.services.propagate import PropagationRefused
+
+    seeded = seed_scene(app, frames=3)
+    with app.app_context():
+        with pytest.raises(PropagationRefused, match="no drawn box"):
+            propagate_stored_track(db.session.get(Scene, seeded.scene_id), 9, None)
+
+
+def test_the_route_propagates_a_track_and_refuses_bad_input(app, login):
+    seeded = seed_scene(app, frames=5, width=200, height=160)
+    with app.app_context():
+        for i in (0, 4):
+            db.session.add(Box(frame_id=seeded.frame_ids[i], class_id=1, source=BoxSource.manual,
+                               track_id=3, **lesion_box(i, 200, 160)))
+        db.session.commit()
+    s = login("annotator")
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+    resp = s.json("POST", url, {"track_id": 3})
+    assert resp.status_code == 200, resp.get_json()
+    data = resp.get_json()
+    assert data["changed_frames"] == [1, 2, 3] and data["scene"]["status"] == "in_progress"
+    assert [f["frame_index"] for f in data["frames"]] == [1, 2, 3]
+    assert all(b["source"] == "propagated" and b["track_id"] == 3 for f in data["frames"] for b in f["boxes"])
+    again = s.json("POST", url, {"track_id": 3, "frame_id": seeded.frame_ids[2]}).get_json()
+    assert again["changed_frames"] == []  # nothing moved: nothing rewritten
+    for body, status, words in (({"track_id": "x"}, 400, "'track_id' must be"),
+                                ({"track_id": 8}, 400, "no drawn box"),
+                                ({"track_id": 3, "frame_id": 10**6}, 404, "is not in scene")):
+        resp = s.json("POST", url, body)
+        assert resp.status_code == status and words in resp.get_json()["error"], resp.get_json()
