@@ -11,11 +11,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory: config, extensions, blueprints, CLI groups."""
     app = Flask(__name__, instance_path=os.environ.get("SONOLABEL_INSTANCE_DIR") or None,
                 instance_relative_config=True)
-    from .request_args import IdConverter, StrictJSONProvider
+    from .request_args import IdConverter, StrictJSONProvider, refuse_nul_in_query
 
     # Before any route exists: every <int:id> is read by IdConverter.
     app.url_map.converters["int"] = IdConverter
     app.json = StrictJSONProvider(app)
+    app.before_request(refuse_nul_in_query)
     # Browsers ask for /favicon.ico on every site, logged in or not: a static file.
     app.add_url_rule("/favicon.ico", endpoint="static", defaults={"filename": "favicon.ico"})
     os.makedirs(app.instance_path, exist_ok=True)

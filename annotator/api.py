@@ -19,7 +19,8 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
 from .request_args import int_arg, json_object
-from .services import box_edits, event_log, review_gate, undo, workflow
+from .services import box_edits, event_log, review_gate, tracks, undo, workflow
+from .services.models_registry import prelabel_threshold
 from .services.workflow import Change, LabelRefused
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -84,7 +85,8 @@ def scenes() -> Any:
 @bp.get("/scenes/<int:scene_id>")
 @roles_required(*ALL_ROLES)
 def scene(scene_id: int) -> Any:
-    """Everything the workspace needs: frames, boxes, classes, review notes, permissions."""
+    """Everything the workspace needs: frames, boxes, classes, review notes, permissions, and
+    the pre-labels' model's validation score threshold (``prelabel_threshold``, or null)."""
     scene = db.get_or_404(Scene, scene_id)
     names = _usernames()
     frames = scene.frames
@@ -102,6 +104,8 @@ def scene(scene_id: int) -> Any:
                  "image_url": url_for("videos.frame_image", frame_id=f.id)} for f in frames],
         boxes=by_frame,
         coverage=review_gate.coverage(frames, boxes),
+        # the score threshold slider starts at the validation threshold of the pre-labels' model
+        prelabel_threshold=prelabel_threshold([b.model_version for b in boxes if b.model_version]),
         review=event_log.review_notes(scene.id),
         permissions=_permissions(scene),
         user={"id": current_user.id, "username": current_user.username,
@@ -184,6 +188,50 @@ def assign_scenes() -> Any:
     scenes = workflow.assign_scenes(data.get("scene_ids"), data["assignee"], current_user)
     names = _usernames()
     return jsonify(scenes=[{"id": s.id, "assignee": names.get(s.assignee_id)} for s in scenes])
+
+
+@bp.get("/scenes/<int:scene_id>/tracks")
+@roles_required(*ALL_ROLES)
+def scene_tracks(scene_id: int) -> Any:
+    return jsonify(tracks=tracks.list_tracks(scene_id))
+
+
+def _with_tracks(change: Change, scene_id: int, **extra: Any) -> dict[str, Any]:
+    """A track operation's answer: the change, the scene's tracks and its boxes now (the
+    operation may have touched every frame)."""
+    names = _usernames()
+    boxes = db.session.scalars(db.select(Box).join(Frame, Frame.id == Box.frame_id)
+                               .where(Frame.scene_id == scene_id).order_by(Box.id)).all()
+    by_frame: dict[str, list] = {}
+    for box in boxes:
+        by_frame.setdefault(str(box.frame_id), []).append(box_json(box, names))
+    return {**_change(change), **extra, "tracks": tracks.list_tracks(scene_id),
+            "scene_boxes": by_frame}
+
+
+@bp.post("/scenes/<int:scene_id>/tracks/class")
+@roles_required(*EDIT)
+def track_class(scene_id: int) -> Any:
+    return _with_tracks(tracks.set_class(scene_id, json_object(), current_user), scene_id)
+
+
+@bp.post("/scenes/<int:scene_id>/tracks/accept")
+@roles_required(*EDIT)
+def track_accept(scene_id: int) -> Any:
+    return _with_tracks(tracks.accept(scene_id, json_object(), current_user), scene_id)
+
+
+@bp.post("/scenes/<int:scene_id>/tracks/split")
+@roles_required(*EDIT)
+def track_split(scene_id: int) -> Any:
+    change, new_id = tracks.split(scene_id, json_object(), current_user)
+    return _with_tracks(change, scene_id, new_track_id=new_id)
+
+
+@bp.post("/scenes/<int:scene_id>/tracks/merge")
+@roles_required(*EDIT)
+def track_merge(scene_id: int) -> Any:
+    return _with_tracks(tracks.merge(scene_id, json_object(), current_user), scene_id)
 
 
 def event_json(ev: LabelEvent, names: dict[int, str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import click
 from flask.cli import with_appcontext
 
 from .cli_support import ID, fail
+from .services.input_checks import json_document
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...]:
@@ -28,14 +29,11 @@ def _words(text: str | None) -> tuple[str, ...]:
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as err:
         fail(f"cannot read {path}: {err.strerror}")
-    except (ValueError, UnicodeDecodeError) as err:
-        fail(f"{path} is not valid JSON: {err}")
-    except RecursionError:
-        fail(f"{path} is not valid JSON: nested too deeply")
+    return json_document(raw, path)
 
 
 # --- datasets --------------------------------------------------------------------------------

@@ -121,7 +121,9 @@ def _schemas() -> dict[str, Any]:
         "NewBox": {"type": "object", "required": ["class_id", "x", "y", "w", "h"], "properties": {
             "class_id": _ID, "x": _NUM, "y": _NUM,
             "w": {**_NUM, "minimum": 0, "exclusiveMinimum": True},
-            "h": {**_NUM, "minimum": 0, "exclusiveMinimum": True}},
+            "h": {**_NUM, "minimum": 0, "exclusiveMinimum": True},
+            "track_id": {**_ID, "description": "An existing track of the scene to add the box "
+                                               "to; left out, the box starts a new track"}},
             "description": "Pixels of the stored frame; the box must lie inside it (half a pixel "
                            "of slack is cut off) and keep at least half a pixel a side."},
         "BoxChange": {"type": "object", "required": ["row_version"], "properties": {
@@ -144,6 +146,22 @@ def _schemas() -> dict[str, Any]:
             "scene": {"allOf": [_ref("SceneSummary")], "nullable": True},
             "boxes": {"type": "array", "items": _ref("Box")},
             "reviewed_empty": _BOOL}},
+        "Track": {"type": "object", "required": ["track_id", "class_id", "frames", "keyframes",
+                                                 "pending", "accepted", "state"], "properties": {
+            "track_id": _INT, "class_id": _nullable(_INT), "class_ids": {"type": "array", "items": _INT},
+            "frames": {"type": "array", "items": _INT, "description": "Frame numbers it covers"},
+            "keyframes": {"type": "array", "items": _INT, "description": "Frames with a drawn box"},
+            "pending": {"type": "array", "items": _INT,
+                        "description": "Frames with a propagated box or pre-label to decide"},
+            "accepted": {"type": "array", "items": _INT,
+                         "description": "Frames accepted with the whole track"},
+            "state": {"type": "string", "enum": ["suggestions pending", "accepted"]}}},
+        "TrackChange": {"allOf": [_ref("Change"), {"type": "object", "required": ["tracks", "scene_boxes"],
+                                                   "properties": {
+            "tracks": {"type": "array", "items": _ref("Track")},
+            "new_track_id": _INT,
+            "scene_boxes": {"type": "object", "description": "The scene's boxes keyed by frame id",
+                            "additionalProperties": {"type": "array", "items": _ref("Box")}}}}]},
         "Frame": {"type": "object", "required": ["id", "index", "width", "height", "image_url"],
                   "properties": {"id": _INT, "index": _INT, "timestamp_ms": _NUM, "width": _INT,
                                  "height": _INT, "reviewed_empty": _BOOL, "image_url": _STR}},
@@ -173,6 +191,12 @@ def _schemas() -> dict[str, Any]:
                                            "enum": ["boxes", "empty", "undecided", "missing"]}}}},
                       "permissions": {"type": "object", "properties": {
                           "edit": _BOOL, "review": _BOOL, "submit": _BOOL}},
+                      "prelabel_threshold": _nullable({
+                          "type": "object", "description":
+                          "The score threshold slider's start: the validation-F1 threshold "
+                          "(calibrated scores) of the model that made most of the scene's "
+                          "pre-labels, else of the active model; null when it has none",
+                          "properties": {"model_version": _STR, "value": _NUM}}),
                       "user": {"type": "object", "properties": {
                           "id": _INT, "username": _STR, "role": _STR}}}},
         "Event": {"type": "object", "required": ["id", "at", "action", "source"], "properties": {
@@ -188,6 +212,7 @@ def _schemas() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     change = _ok(_ref("Change"))
+    track_change = {"200": _ok(_ref("TrackChange"))}
     box_id = [_path_id("box_id")]
     frame_id = [_path_id("frame_id")]
     scene_id = [_path_id("scene_id")]
@@ -225,6 +250,33 @@ def _paths() -> dict[str, Any]:
                 "type": "object", "required": ["events"], "properties": {
                     "events": {"type": "array", "items": _ref("Event")}}})},
             params=[*scene_id, _query("frame_id", _ID, "only this frame")], tag="audit")},
+        "/api/scenes/{scene_id}/tracks": {"get": _op(
+            "sceneTracks", "The scene's tracks (one object each): class, frames, keyframes, state",
+            {"200": _ok({"type": "object", "required": ["tracks"], "properties": {
+                "tracks": {"type": "array", "items": _ref("Track")}}})},
+            params=scene_id, tag="tracks")},
+        "/api/scenes/{scene_id}/tracks/class": {"post": _op(
+            "trackClass", "Give every box of a track one class", track_change, params=scene_id,
+            write=True, tag="tracks", body={"type": "object", "required": ["track_id", "class_id"],
+                                            "properties": {"track_id": _ID, "class_id": _ID}})},
+        "/api/scenes/{scene_id}/tracks/accept": {"post": _op(
+            "trackAccept", "Accept a track's propagated boxes and pre-labels on a span of frames "
+            "(default: all) as manual boxes; audited as one accept_track event listing the frames",
+            track_change, params=scene_id, write=True, tag="tracks", body={
+                "type": "object", "required": ["track_id"], "properties": {
+                    "track_id": _ID, "from_frame": {**_INT, "minimum": 0},
+                    "to_frame": {**_INT, "minimum": 0}}})},
+        "/api/scenes/{scene_id}/tracks/split": {"post": _op(
+            "trackSplit", "Move a track's boxes from a frame on to a new track", track_change,
+            params=scene_id, write=True, tag="tracks", body={
+                "type": "object", "required": ["track_id", "frame_index"], "properties": {
+                    "track_id": _ID, "frame_index": {**_INT, "minimum": 0}}})},
+        "/api/scenes/{scene_id}/tracks/merge": {"post": _op(
+            "trackMerge", "Move the boxes of track `other` into `track_id` (refused, 409, where "
+            "both have a box on one frame or their classes differ)", track_change,
+            params=scene_id, write=True, tag="tracks", body={
+                "type": "object", "required": ["track_id", "other"], "properties": {
+                    "track_id": _ID, "other": _ID}})},
         "/api/frames/{frame_id}/boxes": {
             "get": _op("frameBoxes", "The boxes of one frame (reloaded after a 409)", {"200": _ok({
                 "type": "object", "required": ["frame_id", "reviewed_empty", "boxes"], "properties": {

@@ -2,8 +2,9 @@
 
 - :class:`IdConverter` is the app's ``<int:...>``: an id beyond the Integer columns' range is
   a 404 (no such row can exist), so the database never sees it.
-- :class:`StrictJSONProvider` reads JSON as RFC 8259 says (no ``NaN``/``Infinity``) and takes a
-  body nested too deeply for the parser as invalid JSON rather than a crash.
+- :class:`StrictJSONProvider` reads JSON as RFC 8259 says (no ``NaN``/``Infinity``), refuses NUL
+  characters in strings and takes a body nested too deeply as invalid JSON rather than a crash;
+  :func:`refuse_nul_in_query` does the same for query strings and plain forms.
 - :func:`json_object` is the one reader of a JSON body that must be an object.
 - :func:`int_arg` reads an integer query parameter, :func:`form_ints` the ids ticked in a form:
   a non-integer is a 400 naming the field, never silently ignored.
@@ -13,7 +14,6 @@ Every refusal is a :class:`~annotator.services.ServiceError` naming the field, a
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -23,7 +23,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from werkzeug.routing import IntegerConverter
 
 from .services import ServiceError
-from .services.input_checks import DB_INT_MAX, DB_INT_MIN, shown
+from .services.input_checks import DB_INT_MAX, DB_INT_MIN, json_document, shown
 
 # API bodies are small (10,000 scene ids is about 60 kB); uploads have their own limit.
 JSON_BODY_MAX = 1024 * 1024
@@ -45,19 +45,26 @@ class IdConverter(IntegerConverter):
         return number
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 class StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, refusing ``NaN``/``Infinity`` and too-deep nesting as invalid JSON."""
+    """Flask's JSON read by :func:`~annotator.services.input_checks.json_document`: no
+    ``NaN``/``Infinity``, no NUL in strings, too-deep nesting invalid rather than a crash."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        kwargs.setdefault("parse_constant", _no_constant)
         try:
-            return json.loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("the JSON is nested too deeply") from None
+            return json_document(s, "The body")
+        except ServiceError as err:
+            raise ValueError(err.message) from None
+
+
+def refuse_nul_in_query() -> None:
+    """Before every request: no NUL character in the query string or a plain form (PostgreSQL
+    cannot compare or store one). Multipart forms are left to the views that stream them."""
+    fields = list(request.args.items(multi=True))
+    if request.mimetype == "application/x-www-form-urlencoded":
+        fields += list(request.form.items(multi=True))
+    for name, value in fields:
+        if "\x00" in name or "\x00" in value:
+            raise ServiceError(f"{shown(name)} holds a NUL character; nothing was done.")
 
 
 def json_object() -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Pages for videos, scenes and frames, and the upload that imports a video."""
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -30,6 +29,7 @@ from .models import Frame, Role, Scene, SceneStatus, Video
 from .request_args import parse_int
 from .services import ImportRefused
 from .services.frames import data_dir
+from .services.input_checks import json_document
 from .services.uploads import tmp_dir, upload_file
 
 bp = Blueprint("videos", __name__)
@@ -166,13 +166,7 @@ def import_labels(video_id: int) -> Any:
                                 "day); choose it again.") from None
     else:
         raise ImportRefused("Choose a JSON file of labels.")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ImportRefused(f"The file is not valid JSON ({err}); nothing was imported.") from err
-    except RecursionError:
-        raise ImportRefused("The file is not valid JSON (nested too deeply); nothing was "
-                            "imported.") from None
+    data = json_document(raw, "The file")
     run = import_coco if choice["format"] == "coco" else import_labelstudio
     report = run(data, video.id, match=choice["match"], status=choice["status"] or None,
                  dry_run=dry_run, user=current_user, reopen=leave)

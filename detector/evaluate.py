@@ -8,7 +8,9 @@ The score threshold for per-scene sensitivity is, in order of precedence: ``--th
 else chosen on a validation set (``--val-coco`` with ``--val-detections``, or with
 ``--val-images`` when a run is evaluated), by default the score maximising F1 over all
 classes pooled (``--threshold-method recall`` instead takes the highest score reaching
-``--target-recall``); else 0.5, and the report says so. False positives per minute use their
+``--target-recall``); else the run's own threshold (chosen on its validation set when it was
+trained, :mod:`detector.calibration`); else 0.5, and the report says so. A run's detections
+carry its calibrated scores. False positives per minute use their
 own operating point (recall 0.9 on the evaluated set, as in UltraDet), independent of it.
 ``--fps`` defaults to each image's ``fps``, else ``info.fps`` of the COCO file, else 30.
 
@@ -124,7 +126,7 @@ def _run_model_info(run_dir: Path, name: str | None) -> dict[str, Any]:
         data = read_checkpoint(run_dir)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ValueError(f"cannot read the model of {run_dir}: {exc}") from None
-    for key in ("config", "categories", "train"):
+    for key in ("config", "categories", "train", "calibration", "threshold"):
         if key in data:
             try:
                 info[key] = json.loads(json.dumps(data[key], allow_nan=False))
@@ -220,10 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             dets = args.detections
             if args.val_coco is not None:
                 val = {"gt": args.val_coco, "detections": args.val_detections}
+        threshold = args.threshold
+        if threshold is None and val is None and args.run is not None:
+            threshold = (model.get("threshold") or {}).get("value")
         report = evaluate_detections(
-            gt, dets, threshold=args.threshold, val=val, fps=args.fps, model=model,
+            gt, dets, threshold=threshold, val=val, fps=args.fps, model=model,
             threshold_method=args.threshold_method, target_recall=args.target_recall,
             fp_recall=args.fp_recall, scene_frames=args.scene_frames)
+        if threshold is not None and args.threshold is None:
+            report["threshold"]["method"] = "the run's (validation-f1 on calibrated scores)"
         report["ground_truth"]["path"] = str(args.coco)
         _write_json_atomic(args.out, report)
     except (ValueError, OSError, ImportError) as exc:

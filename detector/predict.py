@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from detector.calibration import Calibration
 from detector.checkpoint import load_model
 from detector.cli import CliParser
 from detector.data import PairDataset, grey_to_tensor, load_coco
@@ -37,15 +38,22 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wm
 
 
 def _detections(det: dict[str, torch.Tensor], scale: tuple[float, float],
-                names: list[str]) -> list[dict[str, Any]]:
+                names: list[str], calibration: Calibration | None = None,
+                min_score: float = 0.0) -> list[dict[str, Any]]:
+    """Boxes in the frame's pixels; with ``calibration``, calibrated scores (before rounding,
+    so that it makes no ties) of at least ``min_score``."""
     fx, fy = scale
     out = []
     for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(),
                                  det["scores"].tolist()):
+        category = names[label] if label < len(names) else str(label)
+        if calibration is not None:
+            score = calibration.score(score, category)
+            if score < min_score:
+                continue
         x0, y0, x1, y1 = box[0] / fx, box[1] / fy, box[2] / fx, box[3] / fy
         out.append({"box": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                    "label": int(label), "category": names[label] if label < len(names) else
-                    str(label), "score": round(float(score), 5)})
+                    "label": int(label), "category": category, "score": round(float(score), 5)})
     return out
 
 
@@ -53,7 +61,10 @@ class Predictor:
     """Frame-by-frame detection over one video; call :meth:`reset` between videos.
 
     ``step(image)`` takes HxW grey or HxWx3 RGB uint8 and returns ``[{"box": [x, y, w, h],
-    "label": int, "category": str, "score": float}]`` in the image's pixels."""
+    "label": int, "category": str, "score": float}]`` in the image's pixels.
+
+    Scores are calibrated by the run's calibration (:mod:`detector.calibration`; raw when the
+    run has none), and ``score_threshold`` applies to the calibrated scores."""
 
     def __init__(self, run_dir_or_model_pt: str | Path, device: str | torch.device = "cpu",
                  score_threshold: float = 0.05, fuse: bool = True):
@@ -61,7 +72,9 @@ class Predictor:
         self.model, self.meta = load_model(run_dir_or_model_pt, self.device)
         if fuse:
             self.model.fuse_for_inference()
-        self.model.roi_heads.score_thresh = score_threshold
+        self.calibration = Calibration.from_dict(self.meta.get("calibration"))
+        self.score_threshold = score_threshold
+        self.model.roi_heads.score_thresh = self.calibration.raw_floor(score_threshold)
         self.names: list[str] = self.meta["class_names"]
         self.reset()
 
@@ -86,17 +99,21 @@ class Predictor:
         det = model.detect(images, features, [small.shape])[0]
         self._previous = (small, state) if model.temporal else None
         scale = (small.shape[1] / grey.shape[1], small.shape[0] / grey.shape[0])
-        return _detections(det, scale, self.names)
+        return _detections(det, scale, self.names, self.calibration, self.score_threshold)
 
 
 @torch.no_grad()
 def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
                     categories: list[dict[str, Any]],
-                    progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+                    progress: Callable[[int, int], None] | None = None,
+                    calibration: Calibration | None = None,
+                    min_score: float = 0.0) -> list[dict[str, Any]]:
     """COCO results (image_id, category_id, bbox xywh, score) for every item of ``dataset``,
-    each with its own predecessor run through the backbone."""
+    each with its own predecessor run through the backbone; raw scores unless
+    ``calibration`` is given (then those of at least ``min_score``)."""
     model.eval()
     device = next(model.parameters()).device
+    names = ["__background__"] + [c["name"] for c in categories]
     results = []
     for i in range(len(dataset)):
         item = dataset[i]
@@ -107,7 +124,7 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
         det = model([image], **kwargs)[0]
         h, w = item["orig_size"]
         scale = (image.shape[-1] / w, image.shape[-2] / h)
-        for d in _detections(det, scale, ["?"] * (len(categories) + 1)):
+        for d in _detections(det, scale, names, calibration, min_score):
             results.append({"image_id": item["image_id"],
                             "category_id": categories[d["label"] - 1]["id"],
                             "bbox": d["box"], "score": d["score"]})
@@ -118,16 +135,22 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
 
 def predict_coco(run_dir: str | Path, coco_path: str | Path, images_dir: str | Path,
                  score_threshold: float = 0.001, device: str | torch.device = "cpu",
-                 progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+                 progress: Callable[[int, int], None] | None = None,
+                 calibrated: bool = True) -> list[dict[str, Any]]:
     """COCO detection results of the run's model over all images of ``coco_path``, each
-    paired with its predecessor by the dataset's rules (itself at a video's start)."""
+    paired with its predecessor by the dataset's rules (itself at a video's start); scores
+    calibrated by the run's calibration unless ``calibrated`` is False, and
+    ``score_threshold`` applies to the scores returned, as in :class:`Predictor`."""
     model, meta = load_model(run_dir, resolve_device(device))
     model.fuse_for_inference()
-    model.roi_heads.score_thresh = score_threshold
+    calibration = Calibration.from_dict(meta.get("calibration")) if calibrated else None
+    model.roi_heads.score_thresh = calibration.raw_floor(score_threshold) if calibration \
+        else score_threshold
     dataset = PairDataset(load_coco(coco_path), images_dir, categories=meta["categories"],
                           size=model.config.size, flow_side=model.config.flow_max_side,
                           augment=None, temporal=model.temporal)
-    return predict_dataset(model, dataset, meta["categories"], progress)
+    return predict_dataset(model, dataset, meta["categories"], progress, calibration,
+                           score_threshold)
 
 
 # -- command line -----------------------------------------------------------------------------

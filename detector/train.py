@@ -11,6 +11,10 @@
   way to start ``two_frame`` / ``concat`` from a trained ``single`` model.
 * RUN_DIR gets ``model.pt``, ``last.pt``, ``metrics.json`` (per epoch: loss, lr, AP, AP50,
   AP75, seconds) and ``train.log``.
+* With a validation set, after training the best epoch's validation detections fit the score
+  calibration and the validation-F1 threshold (:mod:`detector.calibration`); both are stored
+  in ``model.pt`` (``calibration``, ``threshold``) and ``metrics.json`` (with the expected
+  calibration error before and after), and :class:`detector.predict.Predictor` applies it.
 
 ``train(config, progress)`` calls ``progress(percent)`` after every iteration (0-100); an
 exception raised by the callback (e.g. :class:`Cancelled`) stops training at once and
@@ -266,6 +270,7 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
 
     history: list[dict[str, Any]] = []
     start_epoch, iteration, best, best_epoch, bad_epochs = 0, 0, -1.0, None, 0
+    best_val_results: list[dict[str, Any]] | None = None  # raw scores, for the calibration
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -353,6 +358,8 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
                 history.append(row)
                 if improved:
                     best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
+                    if val_set is not None:
+                        best_val_results = results
                     save_model(out / "model.pt", model, categories,
                                {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
                 else:
@@ -383,6 +390,10 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
         bar.close()
     summary = None
     if place.main:
+        if val_set is not None:
+            where["calibration"] = _calibrate(out, model, val_set, val_coco, categories,
+                                              best_val_results, log)
+            where["threshold"] = where["calibration"].pop("threshold")
         summary = _summary(config, model_config, categories, history, best_epoch, iteration,
                            stop_reason, where)
         _write_json(out / "metrics.json", summary)
@@ -391,6 +402,39 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
     summary = place.share(summary)  # the others wait until rank 0 has written the run
     report(total_iters)
     return summary
+
+
+def _calibrate(out: Path, model: torch.nn.Module, val_set: PairDataset, val_coco: dict[str, Any],
+               categories: list[dict], results: list[dict[str, Any]] | None,
+               log: logging.Logger) -> dict[str, Any]:
+    """Fit the calibration and the validation-F1 threshold on the best epoch's validation
+    detections (predicted again from ``model.pt`` after a resume) and store them in
+    ``model.pt``; returns the record (with ``threshold``) for ``metrics.json``."""
+    from detector.calibration import calibrate
+    from detector.predict import predict_dataset
+
+    checkpoint = read_checkpoint(out)
+    if results is None:
+        model.load_state_dict(checkpoint["state_dict"])
+        model.roi_heads.score_thresh = 0.001
+        try:
+            results = predict_dataset(model, val_set, categories)
+        finally:
+            model.roi_heads.score_thresh = 0.05
+    gt = {**val_coco, "categories": categories}
+    gt["annotations"] = [a for a in val_coco.get("annotations", [])
+                         if a.get("category_id") in {c["id"] for c in categories}]
+    try:
+        _, record = calibrate(gt, results)
+    except ValueError as exc:  # a validation file pycocotools took but the checks refuse
+        record = {"method": "none", "reason": str(exc), "ece_before": None, "ece_after": None,
+                  "threshold": {"value": None, "method": "validation-f1", "reason": str(exc)}}
+    checkpoint["calibration"] = {k: v for k, v in record.items() if k != "threshold"}
+    checkpoint["threshold"] = record["threshold"]
+    atomic_save(checkpoint, model_path(out))
+    log.info("calibration %s: ECE %s -> %s, threshold %s", record["method"],
+             record["ece_before"], record["ece_after"], record["threshold"].get("value"))
+    return record
 
 
 def _close(log: logging.Logger) -> None:

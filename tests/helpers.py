@@ -473,3 +473,71 @@ def finish_scene(s, scene_id: int) -> None:
         if not boxes and not frame["reviewed_empty"]:
             resp = s.json("POST", f"/api/frames/{frame['id']}/no-findings", {"empty": True})
             assert resp.status_code == 200, resp.get_json()
+
+
+# --- a Label Studio round trip: the scene sent there and what must come back ----------------
+
+# Label Studio 1.23.2's snapshot export of round_trip_video's tasks after the edits the
+# round-trip test makes (recorded by test_labelstudio_server.py with
+# SONOLABEL_RECORD_LABEL_STUDIO=1; its replay test reads it).
+LABEL_STUDIO_SNAPSHOT = Path(__file__).parent / "data" / "labelstudio-1.23.2-snapshot.json"
+
+
+def round_trip_video(app) -> tuple[int, dict[str, int]]:
+    """A 160x120 video with a reviewed scene (frames 0-2) and an in-progress one (3-5) for the
+    Label Studio round trip: manual boxes a, b, c on frame 0 and d on frame 1 (edges off whole
+    pixels), frame 2 reviewed empty, manual e and pending pre-label p1 on frame 3, pre-label p2
+    alone on frame 4, frame 5 bare. (video id, {name: box id}); on a fresh database the ids
+    are always the same, which the recorded export relies on."""
+    with app.app_context():
+        vid = make_video(app, "P1", ["reviewed", "in_progress"], frames_per_scene=3,
+                         width=160, height=120)
+        f = frames_of(vid)
+        f[2].reviewed_empty = True
+        made = {
+            "a": make_box(f[0], 1, x=47.6, y=20.3, w=30.25, h=22.7),
+            "b": make_box(f[0], 2, x=100.1, y=60.9, w=20.4, h=15.35),
+            "c": make_box(f[0], 1, x=5.5, y=80.2, w=12.6, h=11.1),
+            "d": make_box(f[1], 1, x=49.1, y=21.3, w=30.25, h=22.7),
+            "e": make_box(f[3], 2, x=20.2, y=30.3, w=40.4, h=25.5),
+            "p1": make_box(f[3], 1, x=147.6, y=2.4, w=11.9, h=9.3, source=BoxSource.model,
+                           score=0.4, model_version="two-frame-v3"),
+            "p2": make_box(f[4], 2, x=0.3, y=100.7, w=33.3, h=19.1, source=BoxSource.model,
+                           score=0.77, model_version="other"),
+        }
+        db.session.commit()
+        return vid, {name: box.id for name, box in made.items()}
+
+
+# In Label Studio (percent of 160x120): box a moved 5 % right and made 2.5 % shorter, box b
+# deleted (one edit of the exported annotation), a vessel box drawn on the bare frame 5 (a new
+# annotation); nothing else touched.
+ROUND_TRIP_MOVE = {"x": 5.0, "height": -2.5}
+ROUND_TRIP_NEW = {"x": 60.0, "y": 70.0, "width": 10.0, "height": 12.5, "rotation": 0,
+                  "rectanglelabels": ["vessel"]}
+
+
+def boxes_by_id(video_id: int) -> dict[int, tuple]:
+    """The boxes of a video by id, as tuples of their stored fields."""
+    rows = db.session.execute(
+        sa.select(Box.id, Frame.frame_index, Box.class_id, Box.x, Box.y, Box.w, Box.h, Box.source,
+                  Box.score, Box.model_version, Box.track_id).join(Frame)
+        .where(Frame.video_id == video_id)).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def assert_round_trip_synced(video_id: int, ids: dict[str, int], before: dict[int, tuple]) -> None:
+    """What SonoLabel holds after importing the edited export: a moved, b gone, one new vessel
+    box on frame 5, everything else (pre-labels included) exactly as ``before``."""
+    now = boxes_by_id(video_id)
+    assert ids["b"] not in now
+    frame, cls, *xywh, source = now[ids["a"]][:7]
+    assert (frame, cls, source) == (0, 1, BoxSource.manual)
+    assert xywh == pytest.approx([55.6, 20.3, 30.25, 19.7], abs=1e-6)
+    [new] = set(now) - set(before)
+    frame, cls, *xywh, source = now[new][:7]
+    assert (frame, cls, source) == (5, 2, BoxSource.manual)
+    assert xywh == pytest.approx([96.0, 84.0, 16.0, 15.0], abs=1e-6)
+    for name in ("c", "d", "e", "p1", "p2"):  # floats as they were: nothing rounded or copied
+        assert now[ids[name]] == before[ids[name]], name
+    assert len(now) == len(before)

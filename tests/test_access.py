@@ -64,6 +64,11 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "POST /api/scenes/<int:scene_id>/status":          (401, 400, 403, 400, 400),
     "POST /api/scenes/assign":                         (401, 400, 400, 403, 403),
     "GET /api/scenes/<int:scene_id>/events":           (401, 200, 200, 200, 200),
+    "GET /api/scenes/<int:scene_id>/tracks":           (401, 200, 200, 200, 200),
+    "POST /api/scenes/<int:scene_id>/tracks/class":    (401, 400, 403, 400, 403),
+    "POST /api/scenes/<int:scene_id>/tracks/accept":   (401, 400, 403, 400, 403),
+    "POST /api/scenes/<int:scene_id>/tracks/split":    (401, 400, 403, 400, 403),
+    "POST /api/scenes/<int:scene_id>/tracks/merge":    (401, 400, 403, 400, 403),
     "GET /api/model-feedback":                         (401, 200, 200, 200, 200),
     "GET /api/openapi.json":                           (401, 200, 200, 200, 200),
     # datasets

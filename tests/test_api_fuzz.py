@@ -254,3 +254,27 @@ def test_json_bodies_are_strict_rfc_8259(app, login):
     resp = s.client.post(f"/api/frames/{seeded.frame_ids[0]}/boxes", data=raw,
                          headers={"X-CSRFToken": s.csrf, "Content-Type": "application/json"})
     assert resp.status_code == 400 and "not valid JSON" in resp.get_json()["error"]
+
+
+def test_nul_characters_are_refused_before_they_reach_the_database(app, login, tmp_path):
+    """PostgreSQL cannot store or compare a NUL: each way text comes in refuses it with a 400."""
+    seeded = seed_scene(app, frames=1)
+    s = login("annotator")
+    resp = s.get("/api/scenes?patient=P%00X")
+    assert resp.status_code == 400 and "NUL" in resp.get_json()["error"]
+    raw = '{"status": "submitted", "comment": "a\\u0000b"}'
+    resp = s.client.post(f"/api/scenes/{seeded.scene_id}/status", data=raw,
+                         headers={"X-CSRFToken": s.csrf, "Content-Type": "application/json"})
+    assert resp.status_code == 400 and "not valid JSON" in resp.get_json()["error"]
+    # An escaped backslash before "u0000" is ordinary text, not a NUL.
+    raw = '{"status": "in_progress", "comment": "a\\\\u0000b"}'
+    resp = s.client.post(f"/api/scenes/{seeded.scene_id}/status", data=raw,
+                         headers={"X-CSRFToken": s.csrf, "Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.get_json()
+    resp = app.test_client().post("/login", data={"username": "a\x00", "password": "x"})
+    assert resp.status_code == 400
+    label_file = tmp_path / "labels.json"
+    label_file.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "tu\\u0000"}]}')
+    result = app.test_cli_runner().invoke(args=["labels", "import", str(label_file), "--video",
+                                                str(seeded.video_id)])
+    assert result.exit_code == 2 and "NUL" in result.output

@@ -46,6 +46,15 @@ def _coco(**annotation) -> str:
     return json.dumps(doc)
 
 
+def test_a_label_file_with_nan_is_not_json(app, video, tmp_path):
+    """JSON has no NaN: a file that writes one is refused before any field is read."""
+    path = tmp_path / "labels.json"
+    path.write_text(_coco().replace("[3, 4, 20, 10]", "[3, NaN, 20, 10]"))
+    result = cli(app, "labels", "import", str(path), "--video", str(video))
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {path} is not valid JSON: NaN is not a JSON number."
+
+
 @pytest.mark.parametrize("text, problem", [
     (_coco(image_id=[1]), "annotation 1: 'image_id' must be an integer, got [1]"),
     (_coco(category_id=[7]), "annotation 1: 'category_id' must be an integer, got [7]"),
@@ -58,8 +67,6 @@ def _coco(**annotation) -> str:
     (_coco(track_id=2**40), "annotation 1: 'track_id' must be an integer from 0 to 2147483647"),
     (_coco(bbox=[0, 0, 1e-300, 1e-300]),
      "annotation 1: the box is 1e-300 x 1e-300 px; boxes are at least 0.5 px"),
-    (_coco(bbox=[3, 4, 20, 10]).replace("[3, 4, 20, 10]", "[3, NaN, 20, 10]"),
-     "annotation 1: 'bbox' must be [x, y, width, height] in pixels (finite numbers), got [3, nan"),
 ])
 def test_coco_fields_of_the_wrong_kind_are_named_and_nothing_is_imported(app, video, tmp_path,
                                                                          text, problem):
@@ -84,8 +91,8 @@ def _task(region_id="r1", **value) -> str:
 
 @pytest.mark.parametrize("text, problem", [
     (_task(rotation="5"), "region 'r1': 'rotation' must be a finite number of degrees, got '5'"),
-    (_task(rotation=math.nan),
-     "region 'r1': 'rotation' must be a finite number of degrees, got nan"),
+    # JSON has no NaN: Label Studio never writes one, and a file that does is not JSON.
+    (_task(rotation=math.nan), "is not valid JSON: NaN is not a JSON number"),
     (_task(rotation=30),
      "region 'r1': rotated boxes (30°) cannot be imported; boxes here are axis-aligned"),
     (_task(region_id=[1]), "region #0: 'id' must be a text or an integer, got [1]"),

@@ -23,6 +23,7 @@ from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, User
 from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
 from .event_log import record_event
 from .input_checks import finite_number, is_db_int, shown
+from .tracks import next_track_id, track_for_new_box
 from .workflow import Change, Conflict, LabelRefused, atomic, check_editable, commit, start_editing
 
 DRAWN_SLACK = 0.5  # px
@@ -101,6 +102,8 @@ def _accept(box: Box, user: User, changes: dict[str, Any] | None = None) -> Labe
     for key, value in (changes or {}).items():
         setattr(box, key, value)
     box.source, box.author_id = BoxSource.manual, user.id
+    if box.track_id is None:  # an accepted pre-label is an object of its own, like a drawn box
+        box.track_id = next_track_id(box.frame.scene_id)
     db.session.flush()
     return record_event(user, "accept", source, frame=box.frame, box_id=box.id, before=before,
                         after=box.as_dict())
@@ -108,12 +111,15 @@ def _accept(box: Box, user: User, changes: dict[str, Any] | None = None) -> Labe
 
 @atomic
 def create_box(frame_id: int, payload: dict[str, Any], user: User) -> Change:
-    """A manual box drawn by ``user``; clears the frame's "no findings" mark."""
+    """A manual box drawn by ``user``, in track ``track_id`` or a new track; clears the
+    frame's "no findings" mark."""
     frame = get_frame(frame_id)
     geometry = _geometry(payload, frame)
     class_id = _class_id(payload.get("class_id"))
+    track_id = track_for_new_box(frame, payload.get("track_id"))
     events = start_editing(frame, user)
-    box = Box(frame=frame, class_id=class_id, source=BoxSource.manual, author_id=user.id, **geometry)
+    box = Box(frame=frame, class_id=class_id, source=BoxSource.manual, author_id=user.id,
+              track_id=track_id, **geometry)
     db.session.add(box)
     events += unmark_empty(frame, user)
     db.session.flush()

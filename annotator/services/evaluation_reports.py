@@ -2,7 +2,9 @@
 
 - Evaluation predicts on a part of a dataset version and stores
   :func:`detector.evaluate.evaluate_detections`' report. The score threshold for per-scene
-  sensitivity is chosen on the version's val part when evaluating another part, else 0.5.
+  sensitivity is chosen on the version's val part when evaluating another part, else it is
+  the model version's own (chosen on its training val part), else 0.5. Scores are the model's
+  calibrated ones.
   Each image gets its video's frame rate, so false positives per minute use real time.
 - A comparison (:func:`detector.stats.compare_reports`, a bootstrap of ``N_RESAMPLES``) is
   computed once and kept in report A's ``summary["comparisons"]`` under B's id: for every
@@ -21,7 +23,8 @@ from ..db import db
 from ..models import EvaluationReport, Role, User, Video
 from .dataset_split import SPLITS
 from .job_spec import JobContext, Param, choice, kind, text
-from .models_registry import ModelRefused, get_dataset_version, get_model_version, model_file, split_coco
+from .models_registry import (ModelRefused, get_dataset_version, get_model_version, model_file,
+                              split_coco, version_threshold)
 
 N_RESAMPLES = 5000
 
@@ -53,6 +56,7 @@ def run_evaluate(ctx: JobContext, params: dict[str, Any], user: User | None) -> 
     coco_path = split_coco(dataset, split)
     val_path = split_coco(dataset, "val") if split != "val" and "val" in dataset.summary else None
     weights = model_file(version)
+    own_threshold = version_threshold(version)
     ids = {"model": version.id, "name": version.name, "dataset": dataset.id,
            "dataset_name": dataset.name}
     db.session.rollback()
@@ -67,8 +71,12 @@ def run_evaluate(ctx: JobContext, params: dict[str, Any], user: User | None) -> 
         val = {"gt": _with_fps(load_gt(val_path)), "detections": predict(val_path, 2, 40, "val")}
     detections = predict(coco_path, 40 if val else 2, 90, split)
     ctx.progress(92, "scoring")
+    fixed = own_threshold if val is None else None
     report = evaluate_detections(_with_fps(load_gt(coco_path)), detections, val=val,
+                                 threshold=fixed,
                                  model={"name": ids["name"], "model_version": ids["model"]})
+    if fixed is not None:
+        report["threshold"]["method"] = "the model version's (validation-f1 on calibrated scores)"
     report["ground_truth"]["path"] = f"dataset {ids['dataset_name']} / {split}"
     report["ground_truth"]["dataset_version"] = ids["dataset"]
     report["ground_truth"]["split"] = split

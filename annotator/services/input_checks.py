@@ -8,7 +8,9 @@ field; a caller with a message of its own (``'class_id'`` says "Unknown class") 
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any
 
 from . import ServiceError
@@ -60,3 +62,32 @@ def id_list(value: Any, field: str, *, limit: int, what: str = "ids") -> list[in
     if len(value) > limit:
         raise ServiceError(f"'{field}': at most {limit} {what} at a time.")
     return value
+
+
+# A NUL character in a JSON string: PostgreSQL cannot store it in a text column, so no text that
+# may reach the database carries one. (An escaped backslash before "u0000" is not a NUL.)
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def has_nul(text: str) -> bool:
+    """Whether plain text, or a JSON document's strings, hold a NUL character."""
+    return "\x00" in text or bool(_JSON_NUL.search(text))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_document(raw: bytes | str, what: str) -> Any:
+    """A JSON document from outside (a request body, a label file) read as RFC 8259 says: no
+    ``NaN``/``Infinity``, no NUL characters in strings, and a body nested too deeply for the
+    parser is invalid rather than a crash. Refusals are a :class:`ServiceError` naming ``what``."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if has_nul(text):
+            raise ValueError("a text holds a NUL character (\\u0000)")
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ServiceError(f"{what} is not valid JSON: nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ServiceError(f"{what} is not valid JSON: {err}.") from None

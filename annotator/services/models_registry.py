@@ -109,10 +109,32 @@ def version_json(version: ModelVersion) -> dict[str, Any]:
             "active": version.active, "file_sha256": version.file_sha256,
             "created_at": version.created_at.isoformat() if version.created_at else None,
             "val_AP": best.get("AP"), "iterations": (version.metrics or {}).get("iterations"),
+            "threshold": version_threshold(version),
             "config": version.config,
             "evaluations": [{"id": r.id, "dataset_version": r.dataset_version_id, "split": r.split,
                              **{k: r.summary.get(k) for k in ("AP", "AP50", "AP75")}}
                             for r in reports_of(version.id)]}
+
+
+def version_threshold(version: ModelVersion) -> float | None:
+    """The score threshold chosen on the version's validation part (max F1 of calibrated
+    scores), or None when it was trained without one."""
+    value = ((version.metrics or {}).get("threshold") or {}).get("value")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def prelabel_threshold(version_names: list[str]) -> dict[str, Any] | None:
+    """``{"model_version", "value"}`` for the workspace's threshold slider: the validation
+    threshold of the version that made most of ``version_names`` (one name per pre-label),
+    else of the active version; None when that version has no threshold."""
+    version = None
+    for name in sorted(set(version_names), key=lambda n: (-version_names.count(n), n)):
+        version = db.session.scalar(sa.select(ModelVersion).where(ModelVersion.name == name))
+        if version is not None:
+            break
+    version = version or active_version()
+    value = version_threshold(version) if version is not None else None
+    return None if value is None else {"model_version": version.name, "value": value}
 
 
 def activate(ref: str | int) -> ModelVersion:
@@ -219,7 +241,8 @@ def _register(run_dir: Path, params: dict[str, Any], summary: dict[str, Any], da
     if not model_pt.is_file():
         raise ModelRefused("Training ended without a model file.")
     digest = file_sha256(model_pt)
-    metrics = {k: summary.get(k) for k in ("status", "best_epoch", "best", "iterations", "epochs")}
+    metrics = {k: summary.get(k) for k in ("status", "best_epoch", "best", "iterations", "epochs",
+                                           "calibration", "threshold")}
     version = ModelVersion(name=f"pending-{uuid.uuid4().hex}", kind=params["model"],
                            parent_id=parent_id, dataset_version_id=dataset_id,
                            config=json.loads(json.dumps(params)), metrics=json.loads(json.dumps(metrics)),

@@ -193,7 +193,8 @@ class Propagation:
 
 
 def _source_boxes(frame: Frame) -> list[dict[str, Any]]:
-    return [plain(b, score=b.source == BoxSource.propagated)
+    # A carried box keeps its source's track: one object, one track, across the scene.
+    return [{**plain(b, score=b.source == BoxSource.propagated), "track_id": b.track_id}
             for b in frame.boxes if b.source in (BoxSource.manual, BoxSource.propagated)]
 
 
@@ -225,7 +226,8 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
         flow = frame_flow(previous, target)
         moved = [b for b in propagate_boxes(flow.previous, flow.following, source, flow)
                  if _chained_score(b) >= MIN_SCORE]
-        own_manual = [plain(b, score=False) for b in target.boxes if b.source == BoxSource.manual]
+        own_manual = [{**plain(b, score=False), "track_id": b.track_id}
+                      for b in target.boxes if b.source == BoxSource.manual]
         kept = [b for b in moved
                 if not any(m["class_id"] == b["class_id"] and iou(m, b) >= DUPLICATE_IOU
                            for m in own_manual)]
@@ -258,7 +260,7 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
                 if geometry is None:
                     continue
                 box = Box(frame=target, class_id=b["class_id"], source=BoxSource.propagated,
-                          score=round(_chained_score(b), 4), author_id=user.id if user else None,
+                          track_id=b.get("track_id"), score=round(_chained_score(b), 4), author_id=user.id if user else None,
                           **geometry)
                 db.session.add(box)
                 new.append(box)

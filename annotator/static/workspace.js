@@ -30,6 +30,7 @@
     view: { scale: 1, ox: 0, oy: 0, fitted: false },
     undo: [], redo: [], images: new Map(), drag: null, hover: null,
     pending: 0, tmp: 0, spaceDown: false, gate: null,
+    track: null, trackAccepted: {}, needsLook: {}, corrected: {}, lastChanged: [],
   };
   window.sonolabel = S; // for debugging from the console and for end-to-end tests
 
@@ -142,6 +143,7 @@
 
   function createBox(rect) {
     const f = frame();
+    const joins = S.track != null && !frameBoxes(f).some((b) => b.track_id === S.track && !isModel(b)) ? S.track : null;
     const box = { tmp: ++S.tmp, id: null, frame_id: f.id, class_id: S.classId, ...rect, source: "manual",
                   score: null, model_version: null, author: S.user.username, row_version: 0 };
     frameBoxes(f).push(box);
@@ -149,8 +151,14 @@
     S.sel = box;
     refresh();
     enqueue(f.id, async () => {
-      const r = await api("POST", `/api/frames/${f.id}/boxes`, { class_id: box.class_id, x: box.x, y: box.y, w: box.w, h: box.h });
+      const body = { class_id: box.class_id, x: box.x, y: box.y, w: box.w, h: box.h };
+      // A box drawn while a track is selected, on a frame without a drawn box of it, is that
+      // track's keyframe; otherwise it starts a new track.
+      if (joins) body.track_id = joins;
+      const r = await api("POST", `/api/frames/${f.id}/boxes`, body);
       Object.assign(box, r.box);
+      S.track = box.track_id;
+      if (joins) S.corrected[joins] = f.id;
       remember(r.undo_ids, f.id, "draw");
       sceneChanged(r.scene);
       refresh();
@@ -166,6 +174,7 @@
       if (box.id == null) throw new ApiError(409, { error: "The box was not saved." });
       const r = await api("PATCH", `/api/boxes/${box.id}`, { row_version: box.row_version, ...changes });
       Object.assign(box, r.box);
+      if (box.track_id != null && ("x" in changes || "w" in changes)) S.corrected[box.track_id] = f.id;
       remember(r.undo_ids, f.id, "edit");
       sceneChanged(r.scene);
       refresh();
@@ -441,6 +450,167 @@
     return { sx, sy, x: (sx - S.view.ox) / S.view.scale, y: (sy - S.view.oy) / S.view.scale };
   }
 
+  // ---------- tracks ----------
+  /* A track is one object across the scene (Box.track_id). Its frames, drawn boxes (keyframes)
+   * and pending suggestions are read from the boxes held here; the frames accepted as a track
+   * come from the server (S.trackAccepted), "needs a look" from the last propagate-track answer. */
+  function tracksHere() {
+    const out = new Map();
+    S.frames.forEach((f, i) => {
+      for (const b of S.boxes[f.id] || []) {
+        if (b.track_id == null) continue;
+        if (!out.has(b.track_id)) out.set(b.track_id, { id: b.track_id, classes: new Set(), at: new Map(), key: new Set(), pending: new Set() });
+        const t = out.get(b.track_id);
+        t.classes.add(b.class_id); t.at.set(i, b);
+        (isModel(b) ? t.pending : t.key).add(i);
+      }
+    });
+    return [...out.values()].sort((a, b) => a.id - b.id);
+  }
+
+  const trackAcceptedAt = (t, i) => t.key.has(i) && (S.trackAccepted[t.id] || []).includes(S.frames[i].index);
+
+  async function loadTrackState() {
+    try {
+      const data = await api("GET", root.dataset.tracksUrl);
+      S.trackAccepted = {};
+      for (const t of data.tracks) S.trackAccepted[t.track_id] = t.accepted;
+    } catch (err) { toast(`Could not load the tracks: ${err.message}`, "error"); }
+  }
+
+  function selectTrack(id) {
+    S.track = S.track === id ? null : id;
+    S.sel = null;
+    refresh();
+  }
+
+  function needTrack() {
+    if (S.track == null) { toast("Select a track first: click it in the track list, or click one of its boxes.", "info"); return false; }
+    return guardEdit();
+  }
+
+  /* The answer of a track operation: the scene's boxes and tracks as saved. */
+  function tookTracks(r, what) {
+    for (const f of S.frames) S.boxes[f.id] = r.scene_boxes[String(f.id)] || [];
+    S.trackAccepted = {};
+    for (const t of r.tracks) S.trackAccepted[t.track_id] = t.accepted;
+    S.sel = null;
+    remember(r.undo_ids, frame().id, what);
+    sceneChanged(r.scene);
+    refresh();
+  }
+
+  function trackOp(op, body, what, done) {
+    if (!needTrack()) return;
+    const f = frame();
+    enqueue(f.id, async () => {
+      const r = await api("POST", `${root.dataset.tracksUrl}/${op}`, { track_id: S.track, ...body });
+      tookTracks(r, what);
+      if (done) done(r);
+    });
+  }
+
+  /* T: propagate the selected track from its drawn boxes; after a correction only the spans
+   * that frame bounds are recomputed. Only the frames whose box changed are reloaded. */
+  function propagateTrack() {
+    if (!needTrack()) return;
+    const id = S.track, f = frame();
+    const corrected = S.corrected[id];
+    enqueue(f.id, async () => {
+      const body = { track_id: id };
+      if (corrected != null) body.frame_id = corrected;
+      const r = await api("POST", root.dataset.propagateTrackUrl, body);
+      delete S.corrected[id];
+      for (const t of r.frames) S.boxes[t.frame_id] = t.boxes;
+      const changedIds = new Set(S.frames.filter((x) => r.changed_frames.includes(x.index)).map((x) => x.id));
+      for (const fid of changedIds) if (!r.frames.some((t) => t.frame_id === fid)) S.boxes[fid] = [];
+      S.needsLook[id] = r.needs_look;
+      S.lastChanged = r.changed_frames;
+      if (S.sel && !(S.boxes[S.sel.frame_id] || []).includes(S.sel)) S.sel = null;
+      remember(r.undo_ids, f.id, "propagate track");
+      sceneChanged(r.scene);
+      toast(`Track ${id}: ${plural(r.changed_frames.length, "frame")} changed` +
+        (r.needs_look.length ? `; frame ${r.needs_look.join(", ")} needs a look (the object may have left the plane).` : "."), "info");
+      refresh();
+    });
+  }
+
+  function renderTracks() {
+    const list = $("track-list");
+    const tracks = tracksHere();
+    if (S.track != null && !tracks.some((t) => t.id === S.track)) S.track = null;
+    list.innerHTML = "";
+    if (!tracks.length) {
+      const li = document.createElement("li"); li.className = "muted";
+      li.textContent = "None yet: every box you draw starts one.";
+      list.appendChild(li);
+    }
+    for (const t of tracks) {
+      const c = classOf([...t.classes][0]);
+      const frames = [...t.at.keys()];
+      const accepted = frames.filter((i) => trackAcceptedAt(t, i)).length;
+      const li = document.createElement("li");
+      li.className = t.id === S.track ? "sel" : "";
+      li.dataset.trackId = t.id;
+      li.innerHTML = `<span class="swatch"></span><div><div class="name"></div><div class="meta"></div></div>`;
+      li.querySelector(".swatch").style.background = c.color;
+      li.querySelector(".name").textContent = `Track ${t.id} · ${t.classes.size > 1 ? "mixed classes" : c.name}`;
+      li.querySelector(".meta").textContent =
+        `frames ${S.frames[frames[0]].index}–${S.frames[frames[frames.length - 1]].index} (${frames.length}) · ` +
+        `${plural(t.key.size - accepted, "keyframe")} · ` +
+        (t.pending.size ? `${t.pending.size} suggestions pending` : "accepted");
+      li.addEventListener("click", () => selectTrack(t.id));
+      list.appendChild(li);
+    }
+    const tools = $("track-tools");
+    tools.hidden = S.track == null || !S.perms.edit;
+    const cls = $("track-class"), merge = $("track-merge");
+    const sel = tracks.find((t) => t.id === S.track);
+    if (sel) {
+      cls.innerHTML = "";
+      for (const c of S.classes) cls.add(new Option(c.name, c.id, false, sel.classes.size === 1 && sel.classes.has(c.id)));
+      merge.innerHTML = "";
+      merge.add(new Option("— another track —", ""));
+      for (const t of tracks) if (t.id !== sel.id) merge.add(new Option(`Track ${t.id}`, t.id));
+    }
+    renderLanes(tracks);
+  }
+
+  function renderLanes(tracks) {
+    const el = $("lanes");
+    el.innerHTML = "";
+    for (const t of tracks) {
+      const lane = document.createElement("div");
+      lane.className = `lane${t.id === S.track ? " sel" : ""}`;
+      lane.dataset.trackId = t.id;
+      lane.style.borderLeft = `3px solid ${classOf([...t.classes][0]).color}`;
+      const look = S.needsLook[t.id] || [];
+      S.frames.forEach((f, i) => {
+        const c = document.createElement("span");
+        const state = look.includes(f.index) ? "look" : trackAcceptedAt(t, i) ? "acc" : t.key.has(i) ? "key" : t.at.has(i) ? "has" : "";
+        c.className = `${state}${i === S.cur ? " cur" : ""}`;
+        c.title = `Track ${t.id}, frame ${f.index}: ${{ look: "needs a look", acc: "accepted", key: "keyframe (drawn)",
+          has: "propagated suggestion", "": "no box" }[state]}`;
+        c.addEventListener("click", () => { S.track = t.id; S.sel = null; goTo(i); });
+        lane.appendChild(c);
+      });
+      el.appendChild(lane);
+    }
+  }
+
+  $("track-propagate").addEventListener("click", propagateTrack);
+  $("track-accept").addEventListener("click", () => trackOp("accept", {}, "accept track"));
+  $("track-accept-here").addEventListener("click", () =>
+    trackOp("accept", { from_frame: S.frames[0].index, to_frame: frame().index }, "accept track span"));
+  $("track-split").addEventListener("click", () =>
+    trackOp("split", { frame_index: frame().index }, "split track", (r) => { toast(`Frames from ${frame().index} on are now track ${r.new_track_id}.`, "info"); }));
+  $("track-class").addEventListener("change", (e) => trackOp("class", { class_id: Number(e.target.value) }, "track class"));
+  $("track-merge-go").addEventListener("click", () => {
+    const other = Number($("track-merge").value);
+    if (!other) { toast("Choose the track to merge into the selected one.", "info"); return; }
+    trackOp("merge", { other }, "merge tracks");
+  });
+
   // ---------- drawing ----------
   function draw() {
     const f = frame();
@@ -503,8 +673,14 @@
     ctx.save(); ctx.strokeStyle = "rgba(0,0,0,.55)"; ctx.lineWidth = ctx.lineWidth + 2 / s;
     ctx.strokeRect(b.x, b.y, b.w, b.h); ctx.restore();
     ctx.strokeRect(b.x, b.y, b.w, b.h);
+    if (S.track != null && b.track_id === S.track) {
+      // The selected track, on whatever frame: a white halo outside the box.
+      ctx.save(); ctx.setLineDash([]); ctx.strokeStyle = "rgba(255,255,255,.85)"; ctx.lineWidth = 1.5 / s;
+      ctx.strokeRect(b.x - 3 / s, b.y - 3 / s, b.w + 6 / s, b.h + 6 / s); ctx.restore();
+    }
     ctx.setLineDash([]);
-    const text = model ? `${c.name} ${(b.score ?? 0).toFixed(2)}` : c.name;
+    const tag = b.track_id != null ? ` · T${b.track_id}` : "";
+    const text = (model ? `${c.name} ${(b.score ?? 0).toFixed(2)}` : c.name) + tag;
     const ty = b.y > 18 / s ? b.y : b.y + b.h + 16 / s;
     label(text, b.x, ty, model ? c.color : "#06121a", model ? "rgba(5,6,7,.8)" : c.color);
     if (selected && S.perms.edit) {
@@ -713,11 +889,13 @@
     }
     else if (k === "e" || k === "E") noFindings();
     else if (k === "p" || k === "P") propagate();
+    else if (k === "T" && e.shiftKey) { if (needTrack()) trackOp("accept", {}, "accept track"); }
+    else if (k === "t") propagateTrack();
     else if (k === "f" || k === "F") fit();
     else if (k === "+" || k === "=") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 1.25);
     else if (k === "-") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 0.8);
     else if (k === "?") { toggleKeys(); }
-    else if (k === "Escape") { if (!$("keys-help").hidden) toggleKeys(false); S.sel = null; S.drag = null; refresh(); }
+    else if (k === "Escape") { if (!$("keys-help").hidden) toggleKeys(false); S.sel = null; S.track = null; S.drag = null; refresh(); }
     else if (k === "Tab") {
       e.preventDefault();
       const boxes = frameBoxes().filter(visible);
@@ -920,8 +1098,10 @@
     $("frame-counter").textContent = `${S.cur + 1} of ${S.frames.length}`;
     for (const b of document.querySelectorAll(".class-btn")) b.classList.toggle("active", Number(b.dataset.classId) === S.classId);
     if (S.sel && !visible(S.sel)) S.sel = null;
+    if (S.sel && S.sel.track_id != null) S.track = S.sel.track_id;
     renderBoxList();
     renderTimeline();
+    renderTracks();
     draw();
   }
 
@@ -972,7 +1152,11 @@
     const reviewer = ["reviewer"].includes(S.user.role) || (S.user.role === "admin" && S.scene.status === "submitted");
     S.showModel = reviewer; $("show-model").checked = reviewer;
     $("scrubber").max = Math.max(0, S.frames.length - 1);
+    // Start at the pre-labels' model's validation threshold, rounded down to the slider's step
+    // so no box scoring exactly that threshold is hidden.
+    if (data.prelabel_threshold) $("threshold").value = Math.floor(data.prelabel_threshold.value * 100) / 100;
     updThr();
+    await loadTrackState();
     renderClasses(); renderHead(); renderWorkflow(); renderUndo();
     root.classList.toggle("readonly", !S.perms.edit);
     saveState();

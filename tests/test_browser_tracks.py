@@ -1,0 +1,88 @@
+"""End-to-end: a scene labelled as one track in a real Chromium: two keyframes, propagate,
+correct one frame, accept the track, submit past the review gate, review."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import lesion_box, logged_in_page, seed_scene
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+READY = "#ws[data-ready='1']"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+
+
+def _settle(page) -> None:
+    page.wait_for_function("() => window.sonolabel.pending === 0")
+
+
+def _drag(page, start, end) -> None:
+    """Drag between two frame pixels under the current zoom and pan."""
+    def at(x, y):
+        return page.evaluate("""([x, y]) => { const r = document.getElementById('canvas').getBoundingClientRect();
+            const v = window.sonolabel.view; return [r.left + v.ox + x * v.scale, r.top + v.oy + y * v.scale]; }""", [x, y])
+    page.mouse.move(*at(*start))
+    page.mouse.down()
+    for t in (0.3, 0.6, 1.0):
+        page.mouse.move(*at(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])))
+    page.mouse.up()
+    _settle(page)
+
+
+def _draw_lesion(page, i: int) -> None:
+    b = lesion_box(i, 320, 240)
+    _drag(page, (b["x"], b["y"]), (b["x"] + b["w"], b["y"] + b["h"]))
+
+
+def _go(page, i: int) -> None:
+    page.click(f"#timeline span:nth-child({i + 1})")
+    page.wait_for_function("(i) => window.sonolabel.cur === i", arg=i)
+
+
+def test_one_track_from_two_keyframes_through_submit_and_review(live, browser):
+    seeded = seed_scene(live, frames=20, width=320, height=240)
+    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", READY)
+    _draw_lesion(page, 0)
+    assert page.evaluate("window.sonolabel.track") == 1
+    _go(page, 19)
+    _draw_lesion(page, 19)  # the selected track gets its second keyframe
+    assert page.evaluate("window.sonolabel.sel.track_id") == 1
+    assert "Track 1" in page.inner_text("#track-list")
+
+    page.keyboard.press("t")
+    _settle(page)
+    assert page.evaluate("window.sonolabel.lastChanged") == list(range(1, 19))
+    assert page.locator(".lane").count() == 1 and page.locator(".lane span.has").count() == 18
+
+    # Correct frame 10 by dragging its box: only the spans it bounds are re-propagated.
+    _go(page, 10)
+    box = page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[10].id][0]")
+    assert box["source"] == "propagated" and box["track_id"] == 1
+    cx, cy = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
+    _drag(page, (cx, cy), (cx + 6, cy + 3))
+    page.keyboard.press("t")
+    _settle(page)
+    changed = page.evaluate("window.sonolabel.lastChanged")
+    assert changed and set(changed) <= set(range(1, 19)) - {10}
+    assert page.locator(".lane span.key").count() == 3
+
+    page.click("#track-accept")
+    _settle(page)
+    assert "accepted" in page.inner_text("#track-list")
+    assert page.locator(".lane span.acc").count() == 17
+    page.click("#submit-scene")
+    page.wait_for_function("() => window.sonolabel.scene.status === 'submitted'")
+    assert page.errors == []
+
+    reviewer = logged_in_page(browser, live, "reviewer", f"/scenes/{seeded.scene_id}/label", READY)
+    reviewer.click("#accept-scene")
+    reviewer.wait_for_function("() => window.sonolabel.scene.status === 'reviewed'")
+    events = reviewer.context.request.get(f"{live.base_url}/api/scenes/{seeded.scene_id}/events").json()["events"]
+    listed = next(e for e in events if e["action"] == "accept_track")["after"]
+    assert listed["track_id"] == 1 and len(listed["frames"]) == 17 and 10 not in listed["frames"]
+    assert reviewer.errors == []
