@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from helpers import PASSWORD, seed_scene
+from helpers import logged_in_page, seed_scene
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,19 +23,7 @@ pytestmark = [
 
 
 def open_as(browser, app, role: str, path: str, ready: str = "#ws[data-ready='1']"):
-    context = browser.new_context(viewport={"width": 1440, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    # What the Content-Security-Policy blocks is reported on the console only.
-    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
-    page.errors = errors
-    page.goto(f"{app.base_url}/login?next={path}")
-    page.fill("input[name=username]", role)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector(ready)
-    return page
+    return logged_in_page(browser, app, role, path, ready)
 
 
 def at(page, x: float, y: float) -> tuple[float, float]:
