@@ -17,6 +17,10 @@ from hypothesis import strategies as st
 
 from annotator.db import db
 from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene
+import pytest
+
+# Generated inputs by the hundred: part of `make test`, not of the fast loop.
+pytestmark = pytest.mark.slow
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))

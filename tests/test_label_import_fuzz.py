@@ -28,6 +28,9 @@ from annotator.services.input_checks import DB_INT_MAX
 from annotator.services.label_import import LabelImportRefused
 from annotator.services.labelstudio_import import import_labelstudio, parse_labelstudio
 
+# Generated inputs by the hundred: part of `make test`, not of the fast loop.
+pytestmark = pytest.mark.slow
+
 W, H = 64, 48  # make_video's frame size
 FUZZ = settings(max_examples=120, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -23,6 +23,10 @@ from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+import pytest
+
+# Generated inputs by the hundred: part of `make test`, not of the fast loop.
+pytestmark = pytest.mark.slow
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 ROLES = ("annotator", "admin")
