@@ -29,6 +29,16 @@ from .label_import import (
 from .workflow import Reopen
 
 
+def _has_int_id(item: Any, where: str, plan: ImportPlan) -> bool:
+    """Whether an image or annotation is an object with an integer id; else a problem."""
+    if isinstance(item, dict) and is_int(item.get("id")):
+        return True
+    plan.problem(f"{where}: needs an integer 'id'"
+                 + (f", got {shown(item.get('id'))}" if isinstance(item, dict) else
+                    f"; not an object: {shown(item)}"))
+    return False
+
+
 def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
     """Check a COCO document against the video's frames; every problem goes into the plan."""
     plan = ImportPlan(video_id)
@@ -73,10 +83,7 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
     skipped: set[int] = set()
     frame_image: dict[int, int] = {}
     for n, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not is_int(img.get("id")):
-            plan.problem(f"image #{n}: needs an integer 'id'"
-                         + (f", got {shown(img.get('id'))}" if isinstance(img, dict) else
-                            f"; not an object: {shown(img)}"))
+        if not _has_int_id(img, f"image #{n}", plan):
             continue
         iid = img["id"]
         where = f"image {shown(iid)}"
@@ -120,10 +127,7 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
     seen_ann: set[int] = set()
     used_unknown: Counter[int] = Counter()
     for n, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or not is_int(ann.get("id")):
-            plan.problem(f"annotation #{n}: needs an integer 'id'"
-                         + (f", got {shown(ann.get('id'))}" if isinstance(ann, dict) else
-                            f"; not an object: {shown(ann)}"))
+        if not _has_int_id(ann, f"annotation #{n}", plan):
             continue
         aid = ann["id"]
         where = f"annotation {shown(aid)}"
