@@ -4,6 +4,7 @@ in helpers.py; nothing imports from this file."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -41,8 +42,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file holding the schema, the classes and the users, made once per run: each test
+    starts from a copy, which costs a file copy instead of creating every table again."""
+    folder = tmp_path_factory.mktemp("template")
+    template = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'test.sqlite'}",
+                           "SONOLABEL_DATA_DIR": str(folder / "data"), "SECRET_KEY": "test"})
+    populate(template)
+    with template.app_context():
+        db.engine.dispose()  # the last connection closing folds the WAL into the file
+    return folder / "test.sqlite"
+
+
 @pytest.fixture
-def app(database_url: str, tmp_path: Path):
+def app(database_url: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if database_url.startswith("sqlite"):
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), database_url.removeprefix("sqlite:///"))
     app = create_app({
         "TESTING": True,
         "SQLALCHEMY_DATABASE_URI": database_url,
@@ -50,7 +66,8 @@ def app(database_url: str, tmp_path: Path):
         "SECRET_KEY": "test",
     })
     os.makedirs(app.config["SONOLABEL_DATA_DIR"], exist_ok=True)
-    populate(app)
+    if not database_url.startswith("sqlite"):
+        populate(app)
     yield app
     with app.app_context():
         db.session.remove()

@@ -55,9 +55,10 @@ def shared_file(relpath: str) -> Path:
 
 @functools.cache
 def password_hash() -> str:
-    """``PASSWORD`` hashed once per run: hashing is slow on purpose (scrypt, about 70 ms), and
-    every test's app has a user of each role."""
-    return generate_password_hash(PASSWORD)
+    """``PASSWORD`` hashed once per run, with one PBKDF2 round: the app's own hashing (scrypt)
+    is slow on purpose, about 70 ms for every log-in, and the tests log in hundreds of times.
+    Tests about the app's hashing make their hashes through the app."""
+    return generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")
 
 
 def populate(app) -> None:
@@ -541,3 +542,104 @@ def assert_round_trip_synced(video_id: int, ids: dict[str, int], before: dict[in
     for name in ("c", "d", "e", "p1", "p2"):  # floats as they were: nothing rounded or copied
         assert now[ids[name]] == before[ids[name]], name
     assert len(now) == len(before)
+
+
+# --- a Label Studio video round trip: a scene's tracks sent as one video task ----------------
+
+LABEL_STUDIO_VIDEO_SNAPSHOT = (Path(__file__).parent / "data"
+                               / "labelstudio-1.23.2-video-snapshot.json")
+TRACK_CLIP = (162, 122)  # the 161x121 frames' clip: padded to even sides
+
+
+def track_video(app) -> tuple[int, dict[str, int]]:
+    """A 161x121 video (odd sides: its clips are padded) with an in-progress scene A (frames
+    0-7) and a reviewed scene B (8-11). In A, track 1 (tumour): drawn on 0 and 4, propagated on
+    1-3 (what T gives); track 2 (vessel): drawn on 2 and 3, a gap, propagated on 6, drawn on 7;
+    a pending pre-label on 1. In B, track 1 drawn on 8 and 9. (video id, {name: box id});
+    on a fresh database the ids are always the same, which the recorded export relies on."""
+    with app.app_context():
+        vid = make_video(app, "P7", ["in_progress", "in_progress", "reviewed"],
+                         frames_per_scene=4, width=161, height=121)
+        f = frames_of(vid)
+        a, merged = f[0].scene, f[4].scene  # scene A takes frames 4-7 too
+        for frame in f[4:8]:
+            frame.scene = a
+        a.last_frame = 7
+        db.session.flush()
+        db.session.delete(merged)
+        db.session.flush()
+        f = frames_of(vid)
+        prop = {"source": BoxSource.propagated, "score": 0.8}
+        made = {
+            "t1f0": make_box(f[0], 1, x=40.5, y=30.25, w=30.5, h=20.75, track_id=1),
+            "t1f1": make_box(f[1], 1, x=42.5, y=31.25, w=30.5, h=20.75, track_id=1, **prop),
+            "t1f2": make_box(f[2], 1, x=44.5, y=32.25, w=30.5, h=20.75, track_id=1, **prop),
+            "t1f3": make_box(f[3], 1, x=46.5, y=33.25, w=30.5, h=20.75, track_id=1, **prop),
+            "t1f4": make_box(f[4], 1, x=48.5, y=34.25, w=30.5, h=20.75, track_id=1),
+            "t2f2": make_box(f[2], 2, x=100.1, y=70.3, w=20.2, h=15.1, track_id=2),
+            "t2f3": make_box(f[3], 2, x=101.1, y=70.3, w=20.2, h=15.1, track_id=2),
+            "t2f6": make_box(f[6], 2, x=104.1, y=71.3, w=20.2, h=15.1, track_id=2, **prop),
+            "t2f7": make_box(f[7], 2, x=105.1, y=71.3, w=20.2, h=15.1, track_id=2),
+            "pre": make_box(f[1], 2, x=5.5, y=90.5, w=12.0, h=10.0, source=BoxSource.model,
+                            score=0.6, model_version="two-frame-v3"),
+            "Bf8": make_box(f[8], 1, x=60.0, y=40.0, w=25.0, h=20.0, track_id=1),
+            "Bf9": make_box(f[9], 1, x=61.0, y=40.0, w=25.0, h=20.0, track_id=1),
+        }
+        db.session.commit()
+        return vid, {name: box.id for name, box in made.items()}
+
+
+# The new track drawn in Label Studio (percent of the 162x122 clip): frames 1 and 3.
+VIDEO_NEW_TRACK = [{"frame": 1, "enabled": True, "rotation": 0, "x": 10.0, "y": 10.0,
+                    "width": 20.0, "height": 25.0, "time": 0.05},
+                   {"frame": 3, "enabled": False, "rotation": 0, "x": 14.0, "y": 12.0,
+                    "width": 20.0, "height": 25.0, "time": 0.15}]
+
+
+def edit_video_tracks(result: list[dict]) -> list[dict]:
+    """Scene A's regions edited as an annotator would in Label Studio's video editor: track 1's
+    keyframe on frame 3 moved 5 % right, its keyframe 4 removed (now interpolated), its end
+    moved from frame 5 to a new keyframe on frame 7; track 2 ended at frame 7 (keyframe 8
+    removed, 7 disabled); a new track drawn on frames 1-3."""
+    import copy
+
+    result = copy.deepcopy(result)
+    t1 = next(r for r in result if r["id"] == "t1")["value"]["sequence"]
+    k3 = next(k for k in t1 if k["frame"] == 3)
+    k3["x"] += 5.0
+    t1[:] = [k for k in t1 if k["frame"] != 4]
+    k5 = next(k for k in t1 if k["frame"] == 5)
+    k5["enabled"] = True
+    t1.append({**k5, "frame": 7, "enabled": False, "x": k5["x"] + 4.0, "time": 0.35})
+    t2 = next(r for r in result if r["id"] == "t2")["value"]["sequence"]
+    t2[:] = [k for k in t2 if k["frame"] != 8]
+    t2[-1]["enabled"] = False
+    value = {"framesCount": 8, "duration": 0.4, "sequence": copy.deepcopy(VIDEO_NEW_TRACK),
+             "labels": ["vessel"]}
+    result.append({"id": "Vq1nE7kT0w", "type": "videorectangle", "from_name": "box",
+                   "to_name": "video", "origin": "manual", "value": value})
+    return result
+
+
+def assert_video_synced(video_id: int, ids: dict[str, int], before: dict[int, tuple]) -> None:
+    """What SonoLabel holds after importing the edited video task (see edit_video_tracks)."""
+    now = boxes_by_id(video_id)
+    W, H = TRACK_CLIP
+    assert ids["t2f7"] not in now
+    for name in ("t1f0", "t1f1", "t1f4", "t2f2", "t2f3", "t2f6", "pre", "Bf8", "Bf9"):
+        assert now[ids[name]] == before[ids[name]], name  # untouched: not even float noise
+    frame, cls, *xywh, source = now[ids["t1f2"]][:7]
+    assert (frame, cls, source) == (2, 1, BoxSource.manual)  # moved there: accepted
+    assert xywh == pytest.approx([44.5 + 0.05 * W, 32.25, 30.5, 20.75], abs=1e-6)
+    frame, cls, *xywh, source = now[ids["t1f3"]][:7]
+    assert (frame, cls, source) == (3, 1, BoxSource.propagated)  # interpolated: a suggestion
+    assert xywh == pytest.approx([(44.5 + 0.05 * W + 48.5) / 2, 33.25, 30.5, 20.75], abs=1e-6)
+    added = sorted((r[0], r[1], r[6], r[9]) for r in (now[i] for i in set(now) - set(before)))
+    assert added == [(0, 2, BoxSource.manual, 3), (1, 2, BoxSource.propagated, 3),
+                     (2, 2, BoxSource.manual, 3), (5, 1, BoxSource.propagated, 1),
+                     (6, 1, BoxSource.manual, 1)]
+    f5 = next(r for r in (now[i] for i in set(now) - set(before)) if r[0] == 5)
+    assert f5[2:6] == pytest.approx([48.5 + 0.02 * W, 34.25, 30.5, 20.75], abs=1e-6)
+    f1 = next(r for r in (now[i] for i in set(now) - set(before)) if r[0] == 1)
+    assert f1[2:6] == pytest.approx([0.12 * W, 0.11 * H, 0.2 * W, 0.25 * H], abs=1e-6)
+    assert len(now) == len(before) + 5 - 1
