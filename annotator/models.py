@@ -174,7 +174,8 @@ class Box(db.Model):
     """A box in pixels of the stored (cropped) frame: top-left ``x, y`` and size ``w, h``."""
 
     __tablename__ = "boxes"
-    __table_args__ = (CheckConstraint("w > 0 AND h > 0", name="positive_size"),)
+    # Exports and the audit log name boxes by id: SQLite must not hand a deleted id out again.
+    __table_args__ = (CheckConstraint("w > 0 AND h > 0", name="positive_size"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), index=True)
     class_id: Mapped[int] = mapped_column(ForeignKey("label_classes.id"))

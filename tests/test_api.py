@@ -125,6 +125,16 @@ def test_create_update_delete_write_events_with_before_after_source(app, seeded,
     assert [(e.before, e.after["status"]) for e in status_events] == [({"status": "new"}, "in_progress")]
 
 
+def test_a_deleted_box_id_is_never_given_to_a_new_box(app, seeded, login):
+    """Label Studio exports and the audit log name boxes by id."""
+    s = login("annotator")
+    newest = draw(s, seeded.frame_ids[0]).get_json()["box"]
+    assert s.json("DELETE", f"/api/boxes/{newest['id']}", {"row_version": 1}).status_code == 200
+    again = draw(s, seeded.frame_ids[0]).get_json()["box"]
+    assert again["id"] > newest["id"]
+    assert [e.action for e in events(app, box_id=again["id"])] == ["create"]
+
+
 def test_stale_row_version_gets_409_and_the_saved_box_is_unchanged(app, seeded, login):
     alice, admin = login("annotator"), login("admin")
     box = draw(alice, seeded.frame_ids[0]).get_json()["box"]
