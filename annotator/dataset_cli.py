@@ -158,17 +158,21 @@ def export_coco_cmd(version: str, out: str) -> None:
 @click.option("--predictions/--no-predictions", default=None, help="Export the pending model "
               "pre-labels as predictions with their scores and model versions (--scene or "
               "--video; on by default).")
+@click.option("--video-tasks", is_flag=True, help="One task per scene instead of one per "
+              "frame: the scene as an H.264 clip, each track a VideoRectangle region with its "
+              "boxes as keyframes (with --image-url-base or --local-files).")
 @click.option("--push", "push_url", help="Also create a project on this Label Studio server.")
 @click.option("--token", envvar="LABEL_STUDIO_API_KEY", help="Access token for --push.")
 @with_appcontext
 def export_labelstudio_cmd(version: str | None, scene_id: int | None, video_id: int | None,
                            out: str | None, image_url_base: str | None, expires_days: float | None,
                            local_files: str | None, document_root: str | None, image_prefix: str,
-                           predictions: bool | None, push_url: str | None, token: str | None) -> None:
+                           predictions: bool | None, video_tasks: bool, push_url: str | None,
+                           token: str | None) -> None:
     """Write VERSION (or --scene, --video) as Label Studio tasks plus the matching labeling config."""
     from .services.dataset_versions import get_version
-    from .services.labelstudio_export import (labeling_config, push, scene_tasks, version_tasks,
-                                              video_tasks)
+    from .services.labelstudio_export import labeling_config, push, scene_tasks, version_tasks
+    from .services.labelstudio_export import video_tasks as frame_tasks
     from .services.labelstudio_images import use_signed_urls, write_local_files
     from .services.signed_urls import DEFAULT_DAYS, check_days
 
@@ -186,19 +190,26 @@ def export_labelstudio_cmd(version: str | None, scene_id: int | None, video_id: 
         fail("a version holds ground truth only; export pre-labels with --scene or --video")
     days = check_days(DEFAULT_DAYS if expires_days is None else expires_days)
     keep = predictions is not False
-    if version is not None:
+    media = None
+    if video_tasks:
+        tasks, title, config, media = _video_tasks(version, scene_id, video_id, image_url_base,
+                                                   days, local_files, image_prefix, predictions)
+    elif version is not None:
         tasks, title = version_tasks(get_version(version), image_prefix), f"SonoLabel {version}"
     elif scene_id is not None:
         tasks, title = scene_tasks(scene_id, image_prefix, keep), f"SonoLabel scene {scene_id}"
     else:
-        tasks, title = video_tasks(video_id, image_prefix, keep), f"SonoLabel video {video_id}"
-    config = labeling_config()
-    if image_url_base:
-        use_signed_urls(tasks, image_url_base, days)
+        tasks, title = frame_tasks(video_id, image_prefix, keep), f"SonoLabel video {video_id}"
+    if not video_tasks:
+        config = labeling_config()
+        if image_url_base:
+            use_signed_urls(tasks, image_url_base, days)
     if local_files is not None:
         path = write_local_files(tasks, config, Path(local_files),
-                                 Path(document_root) if document_root else None, progress=True)
-        click.echo(f"{len(tasks)} tasks: {path}; images: {path.parent / 'images'}; "
+                                 Path(document_root) if document_root else None, progress=True,
+                                 media=media)
+        click.echo(f"{len(tasks)} tasks: {path}; {'clips' if video_tasks else 'images'}: "
+                   f"{path.parent / ('videos' if video_tasks else 'images')}; "
                    f"labeling config: {path.parent / 'labeling-config.xml'}")
     project_id = push(push_url, token or "", title, tasks, config) if push_url else None
     if out is not None:
@@ -208,6 +219,33 @@ def export_labelstudio_cmd(version: str | None, scene_id: int | None, video_id: 
         click.echo(f"{len(tasks)} tasks: {path}; labeling config: {path}.xml")
     if project_id is not None:
         click.echo(f"pushed to {push_url}: project {project_id}")
+
+
+def _video_tasks(version: str | None, scene_id: int | None, video_id: int | None,
+                 image_url_base: str | None, days: float, local_files: str | None, image_prefix: str,
+                 predictions: bool | None) -> tuple[list[dict], str, str, Any]:
+    """Video tasks (one per scene) with their clips reachable: tasks, title, config, and what
+    puts the clips in a local-files folder."""
+    from .services import labelstudio_video as lsv
+    from .services.dataset_versions import get_version
+
+    if image_prefix:
+        fail("--image-prefix is for image tasks; video tasks take --image-url-base or --local-files")
+    if predictions:
+        fail("video tasks carry manual and propagated boxes as tracks; pending pre-labels stay "
+             "in SonoLabel (leave out --predictions)")
+    if not image_url_base and local_files is None:
+        fail("video tasks need --image-url-base URL (signed clip links) or --local-files DIR: "
+             "Label Studio's browsers must be able to load each clip")
+    if version is not None:
+        (tasks, fps), title = lsv.version_video_tasks(get_version(version)), f"SonoLabel {version}"
+    elif scene_id is not None:
+        (tasks, fps), title = lsv.scene_video_tasks(scene_id), f"SonoLabel scene {scene_id}"
+    else:
+        (tasks, fps), title = lsv.video_video_tasks(video_id), f"SonoLabel video {video_id}"
+    if image_url_base:
+        lsv.use_signed_clip_urls(tasks, fps, image_url_base, days, progress=True)
+    return tasks, title + " (video)", lsv.video_labeling_config(fps), lsv.add_local_clips(fps)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -258,9 +296,10 @@ def _run_import(kind: str, path: str, video: int, match: str, status: str | None
     leave = reopen_leave(user, reason) if reopen else None
     data = _read_json(path)
     run = import_coco if kind == "coco" else import_labelstudio
+    extra = {} if kind == "coco" else {"progress": True}
     try:
         report = run(data, video, match=match, status=status, dry_run=dry_run, user=user,
-                     reopen=leave)
+                     reopen=leave, **extra)
     except LabelImportRefused as err:
         for problem in err.problems:
             click.echo(f"problem: {problem}")

@@ -201,6 +201,21 @@ def signed_frame_image(token: str) -> Any:
     return resp
 
 
+# Public like the signed frame images: the token names a video's frame range and frame rate.
+@bp.get("/signed/clips/<clip>.mp4")
+def signed_scene_clip(clip: str) -> Any:
+    from .services.labelstudio_clips import ensure_clip, range_frames
+    from .services.signed_urls import clip_of
+
+    video_id, first, last, fps = clip_of(clip)
+    path = ensure_clip(range_frames(video_id, first, last), fps)
+    # Named by its content; conditional: browsers seek in a video with Range requests.
+    resp = send_file(path, mimetype="video/mp4", etag=path.stem, conditional=True, max_age=31536000)
+    resp.cache_control.private = True
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
 def _send_frame_png(frame: Frame) -> Any:
     path = data_dir() / frame.relpath
     if not path.is_file():

@@ -151,7 +151,7 @@ def test_bad_exports_are_reported_and_nothing_is_imported(app, scene, tmp_path):
     text = result.output
     for expected in ("task id 5 is used twice", "rotated boxes", "unknown class 'cyst'",
                      "lies outside the 64x48 frame", "original_width 640 differs",
-                     "'polygonlabels' is not supported", "region id 'dup' is used twice",
+                     "a polygon (polygonlabels) cannot be imported", "region id 'dup' is used twice",
                      "has no stored frame 77"):
         assert expected in text, expected
     assert text.strip().splitlines()[-1].startswith("error: ")

@@ -106,7 +106,9 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
             plan.problem(f"images {shown(frame_image[frame.id])} and {shown(iid)} both match frame "
                          f"{frame.frame_index}")
             continue
-        size = (img.get("width", frame.width), img.get("height", frame.height))
+        # null: not given (Label Studio's COCO export has no size for an image without boxes).
+        size = (frame.width if img.get("width") is None else img["width"],
+                frame.height if img.get("height") is None else img["height"])
         if size == frames.source_size and size != (frame.width, frame.height):
             source_coords.add(iid)
         else:

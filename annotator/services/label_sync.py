@@ -12,8 +12,11 @@ Two ways, chosen by the format:
   matched by class and IoU >= :data:`MATCH_IOU` to a box not named by another region, and
   created when none fits. A matched box whose class or geometry differs by more than
   :data:`TOLERANCE_PX` is moved; a pre-label held by the annotation becomes manual (accepted),
-  as editing it in the workspace would. Manual boxes the file was sent with (``sent``) and
-  whose region is gone from the frame's annotation are deleted; pre-labels are never deleted.
+  as editing it in the workspace would. Manual boxes the file was sent with (``sent``; for a
+  video track its propagated boxes too) and whose region is gone from the frame's annotation
+  are deleted; pre-labels are never deleted. A box the other tool interpolated between
+  keyframes (``interpolated``) stays a suggestion: it updates or stands for a propagated box
+  only, and is never accepted.
   Predictions only meet pre-labels (model boxes): one naming a pre-label decided here since the
   export (accepted, or removed on record: rejected, replaced) is left out, one naming a box
   gone without a record (labels lost) is matched or created like an unnamed one, and one the
@@ -76,9 +79,9 @@ def append_frame(planned: list[Planned], boxes: list[Box]) -> FrameDiff:
 
 def sync_frame(planned: list[Planned], boxes: list[Box], sent: set[int], truth: bool,
                removed: set[int]) -> FrameDiff:
-    """The sync way; ``truth``: the frame's task has an annotation, so sent manual boxes
-    missing from it were deleted in the other tool; ``removed``: ids of boxes whose last
-    label event removed them."""
+    """The sync way; ``truth``: the frame's task has an annotation, so sent boxes (manual, or
+    a video track's propagated ones) missing from it were deleted in the other tool;
+    ``removed``: ids of boxes whose last label event removed them."""
     diff = FrameDiff()
     by_id = {b.id: b for b in boxes}
     claimed: dict[int, Planned] = {}
@@ -103,7 +106,12 @@ def sync_frame(planned: list[Planned], boxes: list[Box], sent: set[int], truth: 
             continue
         claimed[box.id] = p
         pairs.append((p, box))
-    new = pair_up(unnamed, [b for b in boxes if b.id not in claimed])
+    # A box another tool interpolated is only ever a suggestion: it may stand for a propagated
+    # box, never take over a drawn box or a pre-label.
+    new = pair_up([p for p in unnamed if not _interpolated(p)],
+                  [b for b in boxes if b.id not in claimed])
+    new += pair_up([p for p in unnamed if _interpolated(p)],
+                   [b for b in boxes if b.id not in claimed and b.source == BoxSource.propagated])
     diff.create.extend(new)
     # What the annotation holds: a prediction of it was taken into it, not left pending.
     held = [_plain(b) for b in boxes if b.id in claimed] + [_plain(p) for p in new]
@@ -139,18 +147,25 @@ def sync_frame(planned: list[Planned], boxes: list[Box], sent: set[int], truth: 
             diff.unchanged += 1
     if truth:
         diff.delete = [by_id[i] for i in sorted(sent) if i in by_id and i not in claimed
-                       and by_id[i].source == BoxSource.manual]
+                       and by_id[i].source != BoxSource.model]
     return diff
 
 
+def _interpolated(p: Planned) -> bool:
+    return bool(getattr(p, "interpolated", False))
+
+
 def _changes(p: Planned, box: Box) -> dict[str, Any]:
-    """What the region changes on its box: class, geometry, and acceptance of a pre-label."""
+    """What the region changes on its box: class, geometry, and acceptance of a pre-label
+    (never for an interpolated box, nor on a box accepted here since the export)."""
+    if _interpolated(p) and box.source == BoxSource.manual:
+        return {}
     changes: dict[str, Any] = {}
     if p.class_id != box.class_id:
         changes["class_id"] = p.class_id
     if any(abs(getattr(p, k) - getattr(box, k)) > TOLERANCE_PX for k in GEOMETRY):
         changes.update({k: getattr(p, k) for k in GEOMETRY})
-    in_annotation = p.source != BoxSource.model
+    in_annotation = p.source != BoxSource.model and not _interpolated(p)
     if box.source != BoxSource.manual and in_annotation and (
             changes or p.source == BoxSource.manual):
         changes["source"] = BoxSource.manual

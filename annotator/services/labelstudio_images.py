@@ -19,7 +19,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote, urlparse
 
 import sqlalchemy as sa
@@ -34,6 +34,8 @@ from .labelstudio_export import LabelStudioRefused
 from .signed_urls import DEFAULT_DAYS, frame_token
 
 FrameKey = tuple[int, int]  # (video id, frame index)
+# Puts the tasks' files in a local-files folder: (tasks, folder, its path under the root, progress)
+Media = Callable[[list[dict[str, Any]], Path, str, bool], None]
 
 
 def _key(task: dict[str, Any]) -> FrameKey:
@@ -84,9 +86,12 @@ def use_signed_urls(tasks: list[dict[str, Any]], base_url: str, days: float = DE
 
 
 def write_local_files(tasks: list[dict[str, Any]], config: str, out: Path,
-                      document_root: Path | None = None, progress: bool = False) -> Path:
+                      document_root: Path | None = None, progress: bool = False,
+                      media: Media | None = None) -> Path:
     """Write the local-files folder ``out`` (new or empty); returns its ``tasks.json``. Built
-    beside ``out`` and renamed at the end, so a refusal or failure leaves nothing behind."""
+    beside ``out`` and renamed at the end, so a refusal or failure leaves nothing behind.
+    ``media`` puts the tasks' files in the folder and points the tasks at them (default:
+    each task's frame image, :func:`add_local_images`)."""
     out = Path(out).absolute()
     root = Path(document_root).absolute() if document_root is not None else out.parent
     if not out.is_relative_to(root):
@@ -94,23 +99,12 @@ def write_local_files(tasks: list[dict[str, Any]], config: str, out: Path,
                                  "serves only files under its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LabelStudioRefused(f"{out} exists and is not an empty folder.")
-    frames = stored_frames(tasks)
     under_root = "".join(f"{p}/" for p in out.relative_to(root).parts)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    bar = progress_bar(len(tasks), "images", progress)
     try:
-        (tmp / "images").mkdir(parents=True)
-        for task in tasks:
-            vid, index = _key(task)
-            name = image_file_name(vid, index)
-            src = data_dir() / frame_relpath(frames[(vid, index)][1])
-            if not src.is_file():
-                raise LabelStudioRefused(f"The image of frame {index} of video {vid} is missing "
-                                         "from the data directory.", status=500)
-            link_or_copy(src, tmp / "images" / name)
-            task["data"]["image"] = "/data/local-files/?d=" + quote(f"{under_root}images/{name}")
-            bar.update()
+        tmp.mkdir()
+        (media or add_local_images)(tasks, tmp, under_root, progress)
         (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
         (tmp / "labeling-config.xml").write_text(config, encoding="utf-8")
         if out.exists():
@@ -119,6 +113,26 @@ def write_local_files(tasks: list[dict[str, Any]], config: str, out: Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out / "tasks.json"
+
+
+def add_local_images(tasks: list[dict[str, Any]], folder: Path, under_root: str,
+                     progress: bool = False) -> None:
+    """Put every task's frame in ``folder/images`` and point ``data.image`` at it through
+    Label Studio's local-files URL (``under_root``: the folder's path under the document root)."""
+    frames = stored_frames(tasks)
+    (folder / "images").mkdir()
+    bar = progress_bar(len(tasks), "images", progress)
+    try:
+        for task in tasks:
+            vid, index = _key(task)
+            name = image_file_name(vid, index)
+            src = data_dir() / frame_relpath(frames[(vid, index)][1])
+            if not src.is_file():
+                raise LabelStudioRefused(f"The image of frame {index} of video {vid} is missing "
+                                         "from the data directory.", status=500)
+            link_or_copy(src, folder / "images" / name)
+            task["data"]["image"] = "/data/local-files/?d=" + quote(f"{under_root}images/{name}")
+            bar.update()
     finally:
         bar.close()
-    return out / "tasks.json"

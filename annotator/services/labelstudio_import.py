@@ -16,6 +16,8 @@ Design choices:
   below the sync's tolerance, so untouched boxes and predictions come back unchanged.
 - Label Studio's plain JSON export lists predictions by id only: they are skipped with one
   warning saying how to get them (a snapshot export with full predictions).
+- Video tasks (``data.video``) are read by :mod:`.labelstudio_video_import`, each track
+  back to per-frame boxes.
 - Rotated boxes (a ``rotation`` or ``image_rotation`` that is not a finite whole
   turn: boxes here are axis-aligned), other region types, unknown labels, boxes outside the
   frame or of another frame size, task ids that are not integers, region ids that are neither
@@ -40,6 +42,8 @@ from .label_import import (
     is_number,
     video_frames,
 )
+from .labelstudio_shapes import unsupported
+from .labelstudio_video_import import counted, is_video_export, parse_video_tasks
 from .workflow import Reopen
 
 MATCHES = ("frame_index", "file_name")
@@ -47,12 +51,19 @@ PREDICTION_IDS = ("predictions are listed by id only: export a snapshot with ful
                   "(serialization_options predictions.only_id=false)")
 
 
-def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> ImportPlan:
-    """Check a Label Studio JSON export against the video's frames; problems go in the plan."""
+def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index",
+                      progress: bool = False) -> ImportPlan:
+    """Check a Label Studio JSON export against the video's frames; problems go in the plan.
+    ``progress``: a progress bar over the tasks on a terminal."""
     plan = ImportPlan(video_id, sync=True, event_source="labelstudio")
     if match not in MATCHES:
         plan.problem(f"match by frame_index or file_name, not {match!r}")
         return plan
+    if is_video_export(data):
+        if match != "frame_index":
+            plan.problem("video tasks are matched by their data.frame_indexes; leave out --match")
+            return plan
+        return parse_video_tasks(data, video_id, recency, progress)
     frames = video_frames(video_id)
     if isinstance(data, dict) and "data" in data:
         data = [data]
@@ -63,7 +74,7 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
     task_ids: set[int] = set()
     task_of_frame: dict[int, str] = {}
     prediction_ids = 0
-    for n, task in enumerate(data):
+    for n, task in enumerate(counted(data, "tasks", progress)):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             plan.problem(f"task #{n}: not an object with a 'data' object")
             continue
@@ -106,7 +117,7 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
             if not isinstance(ann, dict) or not isinstance(ann.get("result", []), list):
                 plan.problem(f"{where}, annotation #{k}: needs a 'result' list")
                 continue
-            order = _recency(ann, f"{where}, annotation #{k}", plan)
+            order = recency(ann, f"{where}, annotation #{k}", plan)
             if order is not None and not ann.get("was_cancelled"):
                 answered.append((order, k, ann))
         if answered:
@@ -130,7 +141,7 @@ def parse_labelstudio(data: Any, video_id: int, match: str = "frame_index") -> I
     return plan
 
 
-def _recency(ann: dict[str, Any], where: str, plan: ImportPlan) -> tuple | None:
+def recency(ann: dict[str, Any], where: str, plan: ImportPlan) -> tuple | None:
     """How recent an annotation is, comparable between a task's annotations; None (with a
     problem) when a time or id has the wrong shape."""
     times = []
@@ -182,8 +193,7 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
                 continue
             seen.add(rid)
         if item.get("type") != "rectanglelabels":
-            plan.problem(f"{at}: type {shown(item.get('type'))} is not supported "
-                         "(only rectanglelabels)")
+            plan.problem(f"{at}: {unsupported(item.get('type'))}")
             continue
         value = item.get("value")
         edges = ("x", "y", "width", "height")
@@ -270,7 +280,8 @@ def _turned(rotation: Any, image_rotation: Any) -> str:
 
 def import_labelstudio(data: Any, video_id: int, match: str = "frame_index",
                        status: str | None = None, dry_run: bool = False,
-                       user: User | None = None, reopen: Reopen | None = None) -> ImportReport:
+                       user: User | None = None, reopen: Reopen | None = None,
+                       progress: bool = False) -> ImportReport:
     """Parse and apply a Label Studio JSON export; raises ``LabelImportRefused`` on problems."""
-    return apply_plan(parse_labelstudio(data, video_id, match), status=status, dry_run=dry_run,
-                      user=user, reopen=reopen)
+    return apply_plan(parse_labelstudio(data, video_id, match, progress), status=status,
+                      dry_run=dry_run, user=user, reopen=reopen)

@@ -1,10 +1,12 @@
-"""Signed, expiring, read-only frame image URLs, for browsers without a SonoLabel log-in
-(Label Studio's annotators load a task's ``data.image`` themselves).
+"""Signed, expiring, read-only frame image and scene clip URLs, for browsers without a
+SonoLabel log-in (Label Studio's annotators load a task's ``data.image`` or ``data.video``
+themselves).
 
-A token holds the frame id and its expiry time, signed with the instance secret and a salt used
-for nothing else, so a token signed for another purpose with the same secret is refused. Every
-refusal (bad signature, wrong salt, expired, malformed) gets the same answer, so a token
-guessed or edited by hand learns nothing about which frames exist.
+A token holds the frame id (or a clip's video, frame range and frame rate) and its expiry time,
+signed with the instance secret and a salt used for nothing else, so a token signed for
+another purpose with the same secret is refused. Every refusal (bad signature, wrong salt,
+expired, malformed) gets the same answer, so a token guessed or edited by hand learns nothing
+about which frames exist.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from itsdangerous import BadData, URLSafeSerializer
 from . import ServiceError
 
 SALT = "sonolabel.signed-frame-image"
+CLIP_SALT = "sonolabel.signed-scene-clip"
 DEFAULT_DAYS = 30
 MAX_DAYS = 3650
 
@@ -51,15 +54,38 @@ def frame_token(frame_id: int, days: float = DEFAULT_DAYS, now: float | None = N
 
 def frame_id_of(token: str, now: float | None = None) -> int:
     """The frame id a valid, unexpired token was made for."""
-    refused = SignedUrlRefused("This image link is invalid or has expired; ask for a new export.")
+    [frame_id] = _payload(token, SALT, 1, "This image link is invalid or has expired; ask for a "
+                          "new export.", now)
+    return frame_id
+
+
+def clip_token(video_id: int, first: int, last: int, fps: tuple[int, int],
+               days: float = DEFAULT_DAYS, now: float | None = None) -> str:
+    """A token that lets anyone holding it play the clip of video ``video_id``'s stored frames
+    ``first..last`` at ``fps`` (numerator, denominator) for ``days``."""
+    expires = int((time.time() if now is None else now) + check_days(days) * 86400)
+    values = [int(video_id), int(first), int(last), int(fps[0]), int(fps[1]), expires]
+    return str(_serializer(CLIP_SALT).dumps(values))
+
+
+def clip_of(token: str, now: float | None = None) -> tuple[int, int, int, tuple[int, int]]:
+    """(video id, first frame index, last frame index, (fps numerator, denominator)) of a
+    valid, unexpired clip token."""
+    video_id, first, last, num, den = _payload(
+        token, CLIP_SALT, 5, "This video link is invalid or has expired; ask for a new export.", now)
+    return video_id, first, last, (num, den)
+
+
+def _payload(token: str, salt: str, n: int, message: str, now: float | None) -> list[int]:
+    """The ``n`` integers a token of ``salt`` carries before its expiry; one refusal for all."""
+    refused = SignedUrlRefused(message)
     try:
-        payload = _serializer().loads(token)
+        payload = _serializer(salt).loads(token)
     except BadData:
         raise refused from None
-    if (not isinstance(payload, list) or len(payload) != 2
+    if (not isinstance(payload, list) or len(payload) != n + 1
             or not all(type(v) is int for v in payload)):
         raise refused
-    frame_id, expires = payload
-    if expires < (time.time() if now is None else now):
+    if payload[-1] < (time.time() if now is None else now):
         raise refused
-    return frame_id
+    return payload[:-1]
