@@ -19,7 +19,7 @@ from .auth import ALL_ROLES, roles_required
 from .db import db
 from .models import Box, Frame, LabelClass, LabelEvent, Role, Scene, User
 from .request_args import int_arg, json_object
-from .services import box_edits, event_log, review_gate, tracks, undo, workflow
+from .services import box_edits, event_log, review_gate, track_fuse, tracks, undo, workflow
 from .services.models_registry import prelabel_threshold
 from .services.workflow import Change, LabelRefused
 
@@ -193,7 +193,7 @@ def assign_scenes() -> Any:
 @bp.get("/scenes/<int:scene_id>/tracks")
 @roles_required(*ALL_ROLES)
 def scene_tracks(scene_id: int) -> Any:
-    return jsonify(tracks=tracks.list_tracks(scene_id))
+    return jsonify(tracks=tracks.list_tracks(scene_id), offers=track_fuse.offers(scene_id))
 
 
 def _with_tracks(change: Change, scene_id: int, **extra: Any) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def _with_tracks(change: Change, scene_id: int, **extra: Any) -> dict[str, Any]:
     for box in boxes:
         by_frame.setdefault(str(box.frame_id), []).append(box_json(box, names))
     return {**_change(change), **extra, "tracks": tracks.list_tracks(scene_id),
-            "scene_boxes": by_frame}
+            "offers": track_fuse.offers(scene_id), "scene_boxes": by_frame}
 
 
 @bp.post("/scenes/<int:scene_id>/tracks/class")
@@ -226,6 +226,12 @@ def track_accept(scene_id: int) -> Any:
 def track_split(scene_id: int) -> Any:
     change, new_id = tracks.split(scene_id, json_object(), current_user)
     return _with_tracks(change, scene_id, new_track_id=new_id)
+
+
+@bp.post("/scenes/<int:scene_id>/tracks/fuse")
+@roles_required(*EDIT)
+def track_fuse_offer(scene_id: int) -> Any:
+    return _with_tracks(track_fuse.fuse(scene_id, json_object(), current_user), scene_id)
 
 
 @bp.post("/scenes/<int:scene_id>/tracks/merge")

@@ -156,9 +156,17 @@ def _schemas() -> dict[str, Any]:
             "accepted": {"type": "array", "items": _INT,
                          "description": "Frames accepted with the whole track"},
             "state": {"type": "string", "enum": ["suggestions pending", "accepted"]}}},
+        "FuseOffer": {"type": "object", "required": ["frame_id", "frame_index", "box_id", "prelabel_id",
+                                                     "track_id", "class_id", "x", "y", "w", "h"],
+                      "description": "A pending pre-label of a track's class overlapping its propagated "
+                                     "box (IoU >= 0.5): the detector's edges, the track's identity",
+                      "properties": {"frame_id": _INT, "frame_index": _INT, "box_id": _INT,
+                                     "prelabel_id": _INT, "track_id": _INT, "class_id": _INT,
+                                     "score": _nullable(_NUM), "x": _NUM, "y": _NUM, "w": _NUM, "h": _NUM}},
         "TrackChange": {"allOf": [_ref("Change"), {"type": "object", "required": ["tracks", "scene_boxes"],
                                                    "properties": {
             "tracks": {"type": "array", "items": _ref("Track")},
+            "offers": {"type": "array", "items": _ref("FuseOffer")},
             "new_track_id": _INT,
             "scene_boxes": {"type": "object", "description": "The scene's boxes keyed by frame id",
                             "additionalProperties": {"type": "array", "items": _ref("Box")}}}}]},
@@ -252,8 +260,9 @@ def _paths() -> dict[str, Any]:
             params=[*scene_id, _query("frame_id", _ID, "only this frame")], tag="audit")},
         "/api/scenes/{scene_id}/tracks": {"get": _op(
             "sceneTracks", "The scene's tracks (one object each): class, frames, keyframes, state",
-            {"200": _ok({"type": "object", "required": ["tracks"], "properties": {
-                "tracks": {"type": "array", "items": _ref("Track")}}})},
+            {"200": _ok({"type": "object", "required": ["tracks", "offers"], "properties": {
+                "tracks": {"type": "array", "items": _ref("Track")},
+                "offers": {"type": "array", "items": _ref("FuseOffer")}}})},
             params=scene_id, tag="tracks")},
         "/api/scenes/{scene_id}/tracks/class": {"post": _op(
             "trackClass", "Give every box of a track one class", track_change, params=scene_id,
@@ -271,6 +280,12 @@ def _paths() -> dict[str, Any]:
             params=scene_id, write=True, tag="tracks", body={
                 "type": "object", "required": ["track_id", "frame_index"], "properties": {
                     "track_id": _ID, "frame_index": {**_INT, "minimum": 0}}})},
+        "/api/scenes/{scene_id}/tracks/fuse": {"post": _op(
+            "trackFuse", "Accept a fused-box offer: the pre-label becomes the track's box on its "
+            "frame (accepted, with the detector's edges) and the propagated box is replaced",
+            track_change, params=scene_id, write=True, tag="tracks", body={
+                "type": "object", "required": ["box_id", "prelabel_id"], "properties": {
+                    "box_id": _ID, "prelabel_id": _ID}})},
         "/api/scenes/{scene_id}/tracks/merge": {"post": _op(
             "trackMerge", "Move the boxes of track `other` into `track_id` (refused, 409, where "
             "both have a box on one frame or their classes differ)", track_change,

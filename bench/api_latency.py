@@ -44,19 +44,19 @@ def free_port() -> int:
 
 def prepare(url: str, data_dir: Path, clients: int) -> list[int]:
     """Tables, one annotator and one box per client, each on its own frame."""
-    from scene_seed import seed_scene
+    from helpers import seed_scene
 
     from annotator import create_app
     from annotator.db import db
     from annotator.models import DEFAULT_CLASSES, Box, LabelClass, Role, User
+    from werkzeug.security import generate_password_hash
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SONOLABEL_DATA_DIR": str(data_dir), "SECRET_KEY": "bench"})
     with app.app_context():
         db.create_all()
         db.session.add_all(LabelClass(**spec) for spec in DEFAULT_CLASSES)
-        user = User(username="annotator", role=Role.annotator)
-        user.set_password(PASSWORD)
-        db.session.add(user)
+        db.session.add(User(username="annotator", role=Role.annotator,
+                            password_hash=generate_password_hash(PASSWORD)))
         db.session.commit()
     seeded = seed_scene(app, frames=clients, width=64, height=48)
     with app.app_context():

@@ -1,12 +1,14 @@
 """End-to-end: a scene labelled as one track in a real Chromium: two keyframes, propagate,
-correct one frame, accept the track, submit past the review gate, review."""
+correct one frame, accept the track, submit past the review gate, review. The scene is a
+synthetic liver sweep (detector.phantom) written as MP4 and imported through the app's import
+service, and the keyframes are the phantom's exact boxes of its tumour."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import lesion_box, logged_in_page, seed_scene
+from helpers import logged_in_page, phantom_scene
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "#ws[data-ready='1']"
@@ -34,8 +36,7 @@ def _drag(page, start, end) -> None:
     _settle(page)
 
 
-def _draw_lesion(page, i: int) -> None:
-    b = lesion_box(i, 320, 240)
+def _draw(page, b: dict) -> None:
     _drag(page, (b["x"], b["y"]), (b["x"] + b["w"], b["y"] + b["h"]))
 
 
@@ -44,13 +45,15 @@ def _go(page, i: int) -> None:
     page.wait_for_function("(i) => window.sonolabel.cur === i", arg=i)
 
 
-def test_one_track_from_two_keyframes_through_submit_and_review(live, browser):
-    seeded = seed_scene(live, frames=20, width=320, height=240)
+def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, tmp_path):
+    seeded = phantom_scene(live, tmp_path / "phantom", frames=20, size=320, seed=3)
+    tumour = max((b for b in seeded.truth[0] if b["category_id"] == 1), key=lambda b: b["w"] * b["h"])
+    truth = [next(b for b in boxes if b["track_id"] == tumour["track_id"]) for boxes in seeded.truth]
     page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", READY)
-    _draw_lesion(page, 0)
+    _draw(page, truth[0])
     assert page.evaluate("window.sonolabel.track") == 1
     _go(page, 19)
-    _draw_lesion(page, 19)  # the selected track gets its second keyframe
+    _draw(page, truth[19])  # the selected track gets its second keyframe
     assert page.evaluate("window.sonolabel.sel.track_id") == 1
     assert "Track 1" in page.inner_text("#track-list")
 
@@ -58,6 +61,10 @@ def test_one_track_from_two_keyframes_through_submit_and_review(live, browser):
     _settle(page)
     assert page.evaluate("window.sonolabel.lastChanged") == list(range(1, 19))
     assert page.locator(".lane").count() == 1 and page.locator(".lane span.has").count() == 18
+    carried = page.evaluate("window.sonolabel.frames.map(f => window.sonolabel.boxes[f.id][0])")
+    for i in (5, 10, 15):  # the tumour followed through the sweep
+        b, t = carried[i], truth[i]
+        assert b["source"] == "propagated" and max(abs(b[k] - t[k]) for k in ("x", "y", "w", "h")) < 6, (i, b, t)
 
     # Correct frame 10 by dragging its box: only the spans it bounds are re-propagated.
     _go(page, 10)

@@ -10,8 +10,8 @@ from annotator.db import db
 from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene
 from annotator.services.flow_cache import FlowCache
 from annotator.services.propagate import FlowPair, flow_pair, reversed_pair
-from annotator.services.track_propagation import (changed_positions, fused_box, propagate_stored_track,
-                                                  propagate_track)
+from annotator.services.track_fuse import fused_box
+from annotator.services.track_propagation import changed_positions, propagate_stored_track, propagate_track
 
 DX, DY = 1.5, -1.0  # known motion per frame
 START = {"x": 70.0, "y": 90.0, "w": 50.0, "h": 40.0}
@@ -122,6 +122,37 @@ def test_propagation_stops_when_the_object_fades_out_of_a_moving_plane():
     assert 3 <= stop <= 10 and sorted(result.boxes) == list(range(stop))
     staying = [frame(i, 0.8) for i in range(20)]
     assert sorted(propagate_track(20, {0: truth(0)}, flows_of(staying)).boxes) == list(range(20))
+
+
+def _leaving(gone: int | None, n: int = 20) -> tuple[list[np.ndarray], dict[int, dict[str, float]]]:
+    """Phantom-like: persistent speckle moving with the plane and a faint dark lesion (a
+    quarter of the annotator's loose box) that fades out over frames ``gone - 2 .. gone``,
+    as a lesion leaving the imaging plane does; the truth box per frame while it shows."""
+    speckle = texture(seed=3).astype(np.float32)
+    yy, xx = np.mgrid[0:200, 0:240]
+    lesion = np.hypot(xx - 95.0, yy - 110.0) < 12
+    frames, boxes = [], {}
+    for i in range(n):
+        depth = 0.6 if gone is None else 0.6 * max(0.0, min(1.0, (gone - i) / 2))
+        image = (110 + speckle - speckle.mean()) * (1 - depth * lesion)
+        frames.append(shifted(np.clip(image, 0, 255).astype(np.uint8), DX * i, DY * i))
+        if depth > 0:
+            boxes[i] = {"x": 79.0 + DX * i, "y": 94.0 + DY * i, "w": 32.0, "h": 32.0}
+    return frames, boxes
+
+
+def test_a_lesion_leaving_the_plane_over_moving_speckle_stops_the_chain_where_it_is_gone():
+    """The speckle keeps moving with the plane, so the flow stays sure and the box keeps
+    resembling its keyframe's; the lesion's own contrast against the tissue around it is what
+    goes. The chain must stop on the first frame without the lesion, not carry on to the end."""
+    frames, truth = _leaving(gone=10)
+    result = propagate_track(20, {0: truth[0]}, flows_of(frames))
+    assert max(truth) == 9 and result.needs_look == {10}
+    assert sorted(result.boxes) == list(range(10))
+    assert max(max(abs(result.boxes[i][k] - truth[i][k]) for k in ("x", "y", "w", "h")) for i in range(10)) < 1.5
+    staying, truth = _leaving(gone=None)
+    kept = propagate_track(20, {0: truth[0]}, flows_of(staying))
+    assert not kept.needs_look and sorted(kept.boxes) == list(range(20))
 
 
 def test_a_box_that_leaves_the_image_stops_the_chain():

@@ -11,12 +11,19 @@ Design choices:
   one and meets both keyframes exactly; unlike interpolating corners it follows motion that is
   not linear in time. Before the first and after the last keyframe propagation is one-sided.
 - A chain stops at the first step whose confidence is under ``STOP_CONFIDENCE`` (a new
-  view, the probe lifted) or whose box no longer resembles the box on its keyframe (the
+  view, the probe lifted), whose box no longer resembles the box on its keyframe (the
   correlation of the two, smoothed and shrunk to ``PATCH`` x ``PATCH``, under
-  ``SAME_OBJECT``): when an object leaves the plane the tissue around it goes on moving
-  consistently, so the flow's confidence alone carries boxes on over plain tissue
-  (``bench/propagate_speed.py`` counts the boxes carried past an object's frames and the
-  object's boxes lost, to tune ``SAME_OBJECT`` against). The frame where a chain
+  ``SAME_OBJECT``), or whose box has lost the object's own contrast against the tissue
+  around it (:func:`_left_plane`): when an object leaves the plane the tissue around it
+  goes on moving consistently, so the flow's confidence alone carries boxes on over plain
+  tissue, and speckle moving with the plane keeps some resemblance to the keyframe's box;
+  an object's darkness or brightness against its ring does not survive its leaving.
+  ``bench/propagate_speed.py`` counts the boxes carried over tissue where the phantom has no
+  object, those on the object and the object's boxes lost. The thresholds were chosen on
+  the chains of phantom sweeps 3-5 (boxes over tissue / on the object: confidence alone
+  764 / 2016, with the correlation at 0.25 67 / 1677, now 41 / 1687) and checked on
+  sweeps 6-7 (62 / 1135 before, 57 / 1136 now; 54 of those 57 are one in-plane vessel
+  box lying half on its vessel). The frame where a chain
   stopped is marked "needs a look" and the chain gives no box there or beyond. Where only
   one direction reached a frame, its box is used.
 - A box's confidence (stored as its score) is the weakest step of its chain, not the product
@@ -24,8 +31,8 @@ Design choices:
 - A corrected or new keyframe re-propagates only the spans it bounds (from the keyframe
   before it to the one after it); only frames whose box changed are rewritten.
 - A pending pre-label of the track's class overlapping a propagated box (IoU >= 0.5) is
-  offered as a fused box: the detector's edges with the track's identity. Nothing is written
-  for it: accepting it is the annotator's decision.
+  offered as a fused box: the detector's edges with the track's identity
+  (:mod:`.track_fuse`). Nothing is written for it: accepting it is the annotator's decision.
 - Propagated boxes are suggestions (source ``propagated``), never ground truth; keyframes
   and other tracks' boxes are never touched. One transaction, with label events, like key P.
 """
@@ -38,14 +45,21 @@ import cv2
 import numpy as np
 from ..db import db
 from ..models import Box, BoxSource, Frame, Scene, User
-from .boxes import clip_box, iou, plain
+from .boxes import clip_box, plain
 from .event_log import record_event
-from .propagate import DUPLICATE_IOU, FlowPair, PropagationRefused, frame_flow, move_box
+from .propagate import FlowPair, PropagationRefused, frame_flow, move_box
+from .track_fuse import offers as fused_offers
 from .workflow import Change, check_editable, commit, start_editing
 
 STOP_CONFIDENCE = 0.3
-SAME_OBJECT = 0.25
+SAME_OBJECT = 0.2
 PATCH = 8
+# The object's own contrast: its box's mean against a ring around it (the box grown by RING
+# on each side), in units of the ring's spread. A keyframe object with at least
+# MIN_CONTRAST that keeps under KEPT_CONTRAST of it (or turns to the other sign) has left.
+RING = 0.5
+MIN_CONTRAST = 0.4
+KEPT_CONTRAST = 0.2
 GEOMETRY = ("x", "y", "w", "h")
 
 FlowAt = Callable[[int, int], FlowPair]
@@ -79,23 +93,55 @@ def _patch(image: np.ndarray, box: dict[str, float], scale: float) -> np.ndarray
     return small / norm if norm > 1e-6 else None
 
 
+def _contrast(image: np.ndarray, box: dict[str, float], scale: float) -> float | None:
+    """(mean inside the box - mean of the ring around it) / the ring's standard deviation,
+    on the flow grid; None when the box or its ring is too small to say."""
+    gh, gw = image.shape[:2]
+    x, y, w, h = (box[k] * scale for k in GEOMETRY)
+    x0, y0 = int(max(0.0, x)), int(max(0.0, y))
+    x1, y1 = int(min(gw, np.ceil(x + w))), int(min(gh, np.ceil(y + h)))
+    X0, Y0 = int(max(0.0, x - RING * w)), int(max(0.0, y - RING * h))
+    X1, Y1 = int(min(gw, np.ceil(x + w + RING * w))), int(min(gh, np.ceil(y + h + RING * h)))
+    inner = image[y0:y1, x0:x1].astype(np.float32)
+    outer = image[Y0:Y1, X0:X1].astype(np.float32)
+    n_in, n_ring = inner.size, outer.size - inner.size
+    if n_in < 4 or n_ring < 4:
+        return None
+    s_in, s_out = float(inner.sum()), float(outer.sum())
+    ring_mean = (s_out - s_in) / n_ring
+    ring_sq = (float(np.square(outer).sum()) - float(np.square(inner).sum())) / n_ring
+    ring_sd = float(np.sqrt(max(ring_sq - ring_mean ** 2, 0.0)))
+    return (s_in / n_in - ring_mean) / (ring_sd + 1e-3)
+
+
+def _left_plane(key_contrast: float | None, contrast: float | None) -> bool:
+    """The object had a contrast of its own on its keyframe and has lost most of it."""
+    if key_contrast is None or contrast is None or abs(key_contrast) < MIN_CONTRAST:
+        return False
+    return contrast / key_contrast < KEPT_CONTRAST
+
+
 def _chain(box: dict[str, float], start: int, end: int, step: int,
            flow_at: FlowAt) -> tuple[dict[int, dict[str, Any]], int | None]:
     """``box`` carried from ``start`` one frame at a time up to ``end`` (exclusive); the boxes
     by position and the position where the chain stopped (None if it did not)."""
     out: dict[int, dict[str, Any]] = {}
     current, weakest = {k: box[k] for k in GEOMETRY}, 1.0
-    template = None
+    template = key_contrast = None
     for i in range(start + step, end, step):
         flow = flow_at(i - step, i)
-        if template is None:
+        if i == start + step:
             template = _patch(flow.previous, current, flow.scale)
+            key_contrast = _contrast(flow.previous, current, flow.scale)
         moved = move_box(current, flow)
         if moved is None or moved[1] < STOP_CONFIDENCE:
             return out, i
         current, weakest = moved[0], min(weakest, moved[1])
         seen = _patch(flow.following, current, flow.scale)
         if template is not None and seen is not None and float(template @ seen) < SAME_OBJECT:
+            return out, i
+        if key_contrast is not None and abs(key_contrast) >= MIN_CONTRAST \
+                and _left_plane(key_contrast, _contrast(flow.following, current, flow.scale)):
             return out, i
         out[i] = {**current, "confidence": weakest}
     return out, None
@@ -160,13 +206,6 @@ def changed_positions(before: TrackBoxes, after: TrackBoxes, tolerance: float = 
             return p is q
         return all(abs(p[k] - q[k]) <= tolerance for k in GEOMETRY)
     return [i for i in after.covered if not same(before.boxes.get(i), after.boxes.get(i))]
-
-
-def fused_box(box: dict[str, float], prelabels: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The pre-label (same class, already filtered) overlapping ``box`` most, at IoU >= 0.5."""
-    scored = [(iou(box, p), p) for p in prelabels]
-    best = max(scored, key=lambda t: t[0], default=(0.0, None))
-    return best[1] if best[0] >= DUPLICATE_IOU else None
 
 
 # --- stored frames and boxes -------------------------------------------------------------------
@@ -238,15 +277,6 @@ def propagate_stored_track(scene: Scene, track_id: int, user: User | None,
     # A keyframe drawn where the track had a propagated box supersedes that box.
     positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}
                        | {i for i in result.covered if i in keyframes and i in before.boxes})
-    offers = []
-    for i, box in result.boxes.items():
-        pending = [{**plain(p), "id": p.id} for p in frames[i].boxes
-                   if p.source == BoxSource.model and p.class_id == class_id]
-        fused = None if box.get("keyframe") else fused_box(box, pending)
-        if fused is not None:
-            offers.append({"frame_index": frames[i].frame_index, "frame_id": frames[i].id,
-                           "prelabel_id": fused["id"], "track_id": track_id, "class_id": class_id,
-                           **{k: fused[k] for k in GEOMETRY}})
     try:
         events = start_editing(changed or frames[min(keyframes)], user)
         for i in positions:
@@ -258,7 +288,8 @@ def propagate_stored_track(scene: Scene, track_id: int, user: User | None,
         raise
     return TrackPropagation(track_id, [frames[i].frame_index for i in positions],
                             sorted(frames[i].frame_index for i in result.needs_look),
-                            offers, change.event_ids, change.undo_ids, change.scene_data)
+                            fused_offers(scene.id, track_id), change.event_ids, change.undo_ids,
+                            change.scene_data)
 
 
 def _rewrite(frame: Frame, track_id: int, class_id: int, box: dict[str, Any] | None,

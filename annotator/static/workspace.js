@@ -30,7 +30,7 @@
     view: { scale: 1, ox: 0, oy: 0, fitted: false },
     undo: [], redo: [], images: new Map(), drag: null, hover: null,
     pending: 0, tmp: 0, spaceDown: false, gate: null,
-    track: null, trackAccepted: {}, needsLook: {}, corrected: {}, lastChanged: [],
+    track: null, trackAccepted: {}, needsLook: {}, corrected: {}, lastChanged: [], offers: [],
   };
   window.sonolabel = S; // for debugging from the console and for end-to-end tests
 
@@ -314,6 +314,7 @@
       } finally {
         renderUndo();
       }
+      await loadTrackState(); // a fuse undone (or a pre-label restored) brings its offer back
       await reloadFrame(entry.frameId);
     });
   }
@@ -475,6 +476,7 @@
       const data = await api("GET", root.dataset.tracksUrl);
       S.trackAccepted = {};
       for (const t of data.tracks) S.trackAccepted[t.track_id] = t.accepted;
+      S.offers = data.offers;
     } catch (err) { toast(`Could not load the tracks: ${err.message}`, "error"); }
   }
 
@@ -494,6 +496,7 @@
     for (const f of S.frames) S.boxes[f.id] = r.scene_boxes[String(f.id)] || [];
     S.trackAccepted = {};
     for (const t of r.tracks) S.trackAccepted[t.track_id] = t.accepted;
+    S.offers = r.offers;
     S.sel = null;
     remember(r.undo_ids, frame().id, what);
     sceneChanged(r.scene);
@@ -508,6 +511,65 @@
       tookTracks(r, what);
       if (done) done(r);
     });
+  }
+
+  /* Fused-box offers (services/track_fuse.py): where a track's propagated box and a pending
+   * pre-label of its class overlap, the detector's edges with the track's identity. The server
+   * computes them; an offer whose boxes changed here since (accepted, rejected, moved) is
+   * dropped until the server says otherwise. */
+  function offersHere(f = frame()) {
+    if (!f) return [];
+    const boxes = S.boxes[f.id] || [];
+    const has = (id, source) => boxes.some((b) => b.id === id && b.source === source);
+    return S.offers.filter((o) => o.frame_id === f.id && has(o.box_id, "propagated") && has(o.prelabel_id, "model"));
+  }
+
+  /* The offer U takes: the selected box's or track's on this frame, else the only one. */
+  function chosenOffer() {
+    const here = offersHere();
+    const sel = S.sel && S.sel.frame_id === frame().id ? S.sel : null;
+    return here.find((o) => sel && (o.box_id === sel.id || o.prelabel_id === sel.id))
+      || here.find((o) => o.track_id === S.track) || (here.length === 1 ? here[0] : null);
+  }
+
+  function fuse(offer) {
+    if (!guardEdit()) return;
+    offer = offer || chosenOffer();
+    if (!offer) {
+      toast(offersHere().length ? "Several fuse offers here: select the track (or one of its boxes) first."
+        : "No fuse offer on this frame: it needs a propagated box and an overlapping pre-label of its class.", "info");
+      return;
+    }
+    const f = frame();
+    enqueue(f.id, async () => {
+      const r = await api("POST", `${root.dataset.tracksUrl}/fuse`, { box_id: offer.box_id, prelabel_id: offer.prelabel_id });
+      tookTracks(r, "fuse");
+      S.track = offer.track_id;
+      S.sel = (S.boxes[f.id] || []).find((b) => b.id === offer.prelabel_id) || null;
+      toast(`Fused: track ${offer.track_id} takes the detector's box on frame ${f.index}.`, "info");
+      refresh();
+    });
+  }
+
+  function renderOffers() {
+    const here = offersHere();
+    $("fuse-offers").hidden = !here.length;
+    const list = $("fuse-list");
+    list.innerHTML = "";
+    for (const o of here) {
+      const c = classOf(o.class_id);
+      const li = document.createElement("li");
+      li.dataset.prelabelId = o.prelabel_id;
+      li.innerHTML = `<span class="swatch"></span><div><div class="name"></div><div class="meta"></div></div><button type="button" class="secondary fuse-btn" title="U">Fuse</button>`;
+      li.querySelector(".swatch").style.borderColor = c.color;
+      li.querySelector(".name").textContent = `Fuse into track ${o.track_id}`;
+      li.querySelector(".meta").textContent = `${c.name} pre-label #${o.prelabel_id} (${(o.score ?? 0).toFixed(2)}) replaces propagated box #${o.box_id}`;
+      const btn = li.querySelector("button");
+      btn.disabled = !S.perms.edit;
+      btn.addEventListener("click", (e) => { e.stopPropagation(); fuse(o); });
+      li.addEventListener("click", () => { S.track = o.track_id; S.sel = null; refresh(); });
+      list.appendChild(li);
+    }
   }
 
   /* T: propagate the selected track from its drawn boxes; after a correction only the spans
@@ -526,11 +588,13 @@
       for (const fid of changedIds) if (!r.frames.some((t) => t.frame_id === fid)) S.boxes[fid] = [];
       S.needsLook[id] = r.needs_look;
       S.lastChanged = r.changed_frames;
+      S.offers = S.offers.filter((o) => o.track_id !== id).concat(r.fused);
       if (S.sel && !(S.boxes[S.sel.frame_id] || []).includes(S.sel)) S.sel = null;
       remember(r.undo_ids, f.id, "propagate track");
       sceneChanged(r.scene);
       toast(`Track ${id}: ${plural(r.changed_frames.length, "frame")} changed` +
-        (r.needs_look.length ? `; frame ${r.needs_look.join(", ")} needs a look (the object may have left the plane).` : "."), "info");
+        (r.needs_look.length ? `; frame ${r.needs_look.join(", ")} needs a look (the object may have left the plane).` : ".") +
+        (r.fused.length ? ` The detector also found it on ${plural(r.fused.length, "frame")}: U fuses its edges into the track.` : ""), "info");
       refresh();
     });
   }
@@ -549,6 +613,7 @@
       const c = classOf([...t.classes][0]);
       const frames = [...t.at.keys()];
       const accepted = frames.filter((i) => trackAcceptedAt(t, i)).length;
+      const fusable = frames.filter((i) => offersHere(S.frames[i]).some((o) => o.track_id === t.id)).length;
       const li = document.createElement("li");
       li.className = t.id === S.track ? "sel" : "";
       li.dataset.trackId = t.id;
@@ -558,7 +623,8 @@
       li.querySelector(".meta").textContent =
         `frames ${S.frames[frames[0]].index}–${S.frames[frames[frames.length - 1]].index} (${frames.length}) · ` +
         `${plural(t.key.size - accepted, "keyframe")} · ` +
-        (t.pending.size ? `${t.pending.size} suggestions pending` : "accepted");
+        (t.pending.size ? `${t.pending.size} suggestions pending` : "accepted") +
+        (fusable ? ` · ${plural(fusable, "fuse offer")}` : "");
       li.addEventListener("click", () => selectTrack(t.id));
       list.appendChild(li);
     }
@@ -587,10 +653,12 @@
       const look = S.needsLook[t.id] || [];
       S.frames.forEach((f, i) => {
         const c = document.createElement("span");
-        const state = look.includes(f.index) ? "look" : trackAcceptedAt(t, i) ? "acc" : t.key.has(i) ? "key" : t.at.has(i) ? "has" : "";
+        const fusable = t.at.has(i) && offersHere(f).some((o) => o.track_id === t.id);
+        const state = look.includes(f.index) ? "look" : trackAcceptedAt(t, i) ? "acc" : t.key.has(i) ? "key"
+          : fusable ? "fuse" : t.at.has(i) ? "has" : "";
         c.className = `${state}${i === S.cur ? " cur" : ""}`;
         c.title = `Track ${t.id}, frame ${f.index}: ${{ look: "needs a look", acc: "accepted", key: "keyframe (drawn)",
-          has: "propagated suggestion", "": "no box" }[state]}`;
+          fuse: "propagated suggestion, the detector's box offered (U fuses)", has: "propagated suggestion", "": "no box" }[state]}`;
         c.addEventListener("click", () => { S.track = t.id; S.sel = null; goTo(i); });
         lane.appendChild(c);
       });
@@ -638,6 +706,7 @@
     const boxes = frameBoxes(f).filter(visible);
     for (const b of boxes) if (b !== S.sel) drawBox(b, false);
     if (S.sel && boxes.includes(S.sel)) drawBox(S.sel, true);
+    for (const o of offersHere(f)) drawOffer(o);
     const d = S.drag;
     if (d && d.mode === "draw" && d.rect) {
       const c = classOf(S.classId).color;
@@ -690,6 +759,21 @@
         ctx.fillRect(hx - r, hy - r, 2 * r, 2 * r); ctx.strokeRect(hx - r, hy - r, 2 * r, 2 * r);
       }
     }
+  }
+
+  /* A fuse offer: the pre-label's edges in short white dashes just outside it, tagged with
+   * the track it would join and the key that fuses it. */
+  function drawOffer(o) {
+    const s = S.view.scale;
+    const g = 2.5 / s;
+    ctx.save();
+    ctx.setLineDash([3 / s, 3 / s]);
+    ctx.strokeStyle = "rgba(0,0,0,.6)"; ctx.lineWidth = 3.5 / s;
+    ctx.strokeRect(o.x - g, o.y - g, o.w + 2 * g, o.h + 2 * g);
+    ctx.strokeStyle = "#ffffff"; ctx.lineWidth = 1.5 / s;
+    ctx.strokeRect(o.x - g, o.y - g, o.w + 2 * g, o.h + 2 * g);
+    ctx.restore();
+    label(`fuse → T${o.track_id} · U`, o.x, o.y + o.h + 18 / s, "#06121a", "#ffffff");
   }
 
   /* The previous frame's box: its class colour, long dashes over a dark under-stroke (thin
@@ -891,6 +975,7 @@
     else if (k === "p" || k === "P") propagate();
     else if (k === "T" && e.shiftKey) { if (needTrack()) trackOp("accept", {}, "accept track"); }
     else if (k === "t") propagateTrack();
+    else if (k === "u" || k === "U") fuse();
     else if (k === "f" || k === "F") fit();
     else if (k === "+" || k === "=") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 1.25);
     else if (k === "-") zoomAt(canvas.clientWidth / 2, canvas.clientHeight / 2, 0.8);
@@ -1100,6 +1185,7 @@
     if (S.sel && !visible(S.sel)) S.sel = null;
     if (S.sel && S.sel.track_id != null) S.track = S.sel.track_id;
     renderBoxList();
+    renderOffers();
     renderTimeline();
     renderTracks();
     draw();
