@@ -9,6 +9,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "phantom": ("detector.phantom", "main", "generate synthetic liver sweeps with COCO boxes"),
     "train": ("detector.train", "main", "train a single / two_frame / concat detector"),
     "evaluate": ("detector.evaluate", "main", "COCO AP, per-scene sensitivity, FP per minute"),
+    "cv": ("detector.cv", "main", "k-fold cross-validation grouped by patient"),
     "compare": ("detector.evaluate", "compare_main", "paired per-scene comparison of two reports"),
     "predict": ("detector.predict", "main", "detections for frames or a video as JSON"),
 }

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detector.flow import compute_flow, flow_tensor
-from detector.transforms import Augment, augment_pair, resize_pair
+from detector.transforms import Augment, augment_pair, resize_pair, shrunk_size
 
 DEFAULT_CATEGORIES = [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]
 
@@ -128,6 +128,20 @@ class PairDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def box_sizes(self) -> list[tuple[float, float]]:
+        """(w, h) of every box as the model sees it: shrunk with its frame to ``size``
+        (the frame's size from its COCO ``width``/``height``, else from the file)."""
+        out = []
+        for img in self.images:
+            if not self.boxes[img["id"]]:
+                continue
+            h, w = img.get("height"), img.get("width")
+            if not h or not w:
+                h, w = read_grey(self.images_dir / img["file_name"]).shape[:2]
+            scale = shrunk_size(h, w, self.size)[1] / w
+            out += [((b[2] - b[0]) * scale, (b[3] - b[1]) * scale) for b, _ in self.boxes[img["id"]]]
+        return out
 
     def pair_files(self, index: int) -> tuple[Path, Path]:
         img = self.images[index]

@@ -16,9 +16,19 @@
   in ``model.pt`` (``calibration``, ``threshold``) and ``metrics.json`` (with the expected
   calibration error before and after), and :class:`detector.predict.Predictor` applies it.
 
+Options beside the default recipe, each off unless asked for (``python -m detector cv``
+measures what they are worth): ``--augment-set ultrasound`` adds a TGC curve, gamma and depth
+crops to the default augmentation (:mod:`detector.transforms`); ``--fit-anchors`` fits the
+anchor sizes and aspect ratios to the training boxes (:mod:`detector.anchors`, stored in the
+model's config); ``--ema DECAY`` validates and keeps an exponential moving average of the
+weights (:mod:`detector.ema`; its state is in ``last.pt`` for ``--resume``).
+
 ``train(config, progress)`` calls ``progress(percent)`` after every iteration (0-100); an
 exception raised by the callback (e.g. :class:`Cancelled`) stops training at once and
 propagates; the ``last.pt`` of the last finished epoch stays, so the run can be resumed.
+``train(config, progress, stage)`` also hands every line of ``train.log`` to ``stage(message)``
+as it is written (rank 0 only; ``stage`` must not raise): the validation of each epoch, the
+checkpoints, the calibration and the end, which come after the last iteration's 100 %.
 
 Devices (:mod:`detector.devices`): ``--device auto`` (the default) trains on a CUDA GPU when
 there is one, with mixed precision (``--precision``), else on the CPU in float32.
@@ -36,6 +46,7 @@ there is one, with mixed precision (``--precision``), else on the CPU in float32
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -45,7 +56,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,7 +73,9 @@ from detector.data import PairDataset, collate, load_coco, select_categories
 from detector.devices import (DEVICE_CHOICES, PRECISIONS, Distributed, autocast_dtype, join,
                               leave, resolve_device)
 from detector.model import ARCHS, ModelConfig, build_model
-from detector.transforms import Augment
+from detector.anchors import fit_anchors
+from detector.ema import WeightEMA
+from detector.transforms import AUGMENT_SETS, augment_set
 
 
 class Cancelled(Exception):
@@ -93,6 +106,9 @@ class TrainConfig:
     workers: int = 0
     classes: list[str] | None = None
     augment: bool = True
+    augment_set: str = "default"
+    fit_anchors: bool = False
+    ema: float = 0.0
     resume: bool = False
     device: str = "auto"
     precision: str = "auto"
@@ -112,6 +128,9 @@ def _check(config: TrainConfig) -> None:
         raise ValueError("max-iters must be at least 1")
     if not config.lr > 0:
         raise ValueError("lr must be positive")
+    augment_set(config.augment_set)
+    if not 0 <= config.ema < 1:
+        raise ValueError(f"ema must be 0 (off) or a decay below 1, not {config.ema}")
     if config.size < 32 or config.size % 32:
         raise ValueError(f"size must be a multiple of 32 (got {config.size})")
     for label, path in (("--coco", config.coco), ("--val-coco", config.val_coco)):
@@ -177,13 +196,27 @@ def _logger(out: Path, to_file: bool = True) -> logging.Logger:
     return log
 
 
+class _Stages(logging.Handler):
+    """Hands every line of the run's log to a caller's ``stage(message)`` as well (a job's
+    log), so the steps after the last iteration (validation, checkpoints, calibration) are
+    seen as they happen rather than as a progress bar stopped short of 100 %."""
+
+    def __init__(self, stage: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self.stage = stage
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stage(record.getMessage())
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, progress: Callable[[float], None] | None = None) -> dict:
+def train(config: TrainConfig, progress: Callable[[float], None] | None = None,
+          stage: Callable[[str], None] | None = None) -> dict:
     """Train as configured; returns the summary also written to ``metrics.json``.
 
     Under ``torchrun`` (or in a process group the caller started) this is one process of a
@@ -193,7 +226,7 @@ def train(config: TrainConfig, progress: Callable[[float], None] | None = None) 
     _check(config)
     place, device, started = join(config.device)
     try:
-        return _train(config, progress, place, device)
+        return _train(config, progress, place, device, stage)
     finally:
         if started:
             leave()
@@ -211,7 +244,7 @@ def _loader(dataset: PairDataset, config: TrainConfig, epoch: int,
 
 
 def _train(config: TrainConfig, progress: Callable[[float], None] | None, place: Distributed,
-           device: torch.device) -> dict:
+           device: torch.device, stage: Callable[[str], None] | None = None) -> dict:
     from tqdm import tqdm
 
     from detector.predict import predict_dataset
@@ -235,7 +268,11 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
     temporal = model_config.arch != "single"
     train_set = PairDataset(coco, config.images, categories, model_config.size,
                             model_config.flow_max_side,
-                            Augment() if config.augment else None, config.seed, temporal)
+                            augment_set(config.augment_set) if config.augment else None,
+                            config.seed, temporal)
+    if config.fit_anchors and resume_state is None:
+        sizes, ratios = fit_anchors(train_set.box_sizes(), levels=len(model_config.anchor_sizes))
+        model_config = replace(model_config, anchor_sizes=sizes, aspect_ratios=ratios)
     val_set = val_coco = None
     if config.val_coco:
         val_coco = load_coco(config.val_coco)
@@ -247,6 +284,8 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
 
     out.mkdir(parents=True, exist_ok=True)
     log = _logger(out, to_file=place.main)
+    if stage is not None and place.main:
+        log.addHandler(_Stages(stage))
     _seed(config.seed)
     amp_dtype = autocast_dtype(device, config.precision)
     model = build_model(model_config, load_backbone_weights=resume_state is None)
@@ -267,6 +306,7 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
     warmup = max(1, min(config.warmup_iters, total_iters // 5))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(warmup, total_iters))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = WeightEMA(model, config.ema) if config.ema > 0 else None
 
     history: list[dict[str, Any]] = []
     start_epoch, iteration, best, best_epoch, bad_epochs = 0, 0, -1.0, None, 0
@@ -277,6 +317,8 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
         scheduler.load_state_dict(resume_state["scheduler"])
         if resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
+        if ema is not None and resume_state.get("ema"):
+            ema.load_state_dict(resume_state["ema"])
         start_epoch, iteration = resume_state["epoch"] + 1, resume_state["iteration"]
         best, best_epoch = resume_state["best"], resume_state["best_epoch"]
         bad_epochs, history = resume_state["bad_epochs"], resume_state["history"]
@@ -334,6 +376,8 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 iteration += 1
                 losses.append(seen.item())
                 bar.update(1)
@@ -345,26 +389,30 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
                                        "loss": float(np.mean(losses)) if losses else None,
                                        "lr": optimizer.param_groups[0]["lr"]}
                 improved = True
-                if val_set is not None:
-                    # COCO AP counts low-scoring boxes too, as evaluation does
-                    model.roi_heads.score_thresh = 0.001
-                    try:
-                        results = predict_dataset(model, val_set, categories)
-                    finally:
-                        model.roi_heads.score_thresh = 0.05
-                    row.update(coco_ap(val_coco, results, [c["id"] for c in categories]))
-                    improved = row["AP"] > best
-                row["seconds"] = round(time.time() - started, 1)
-                history.append(row)
-                if improved:
-                    best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
+                # with --ema the averaged weights are validated and kept as model.pt
+                with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
                     if val_set is not None:
-                        best_val_results = results
-                    save_model(out / "model.pt", model, categories,
-                               {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
-                else:
-                    bad_epochs += 1
+                        log.info("epoch %d: validating on %d images", epoch + 1, len(val_set))
+                        # COCO AP counts low-scoring boxes too, as evaluation does
+                        model.roi_heads.score_thresh = 0.001
+                        try:
+                            results = predict_dataset(model, val_set, categories)
+                        finally:
+                            model.roi_heads.score_thresh = 0.05
+                        row.update(coco_ap(val_coco, results, [c["id"] for c in categories]))
+                        improved = row["AP"] > best
+                    row["seconds"] = round(time.time() - started, 1)
+                    history.append(row)
+                    if improved:
+                        best, best_epoch, bad_epochs = row.get("AP", best), epoch + 1, 0
+                        if val_set is not None:
+                            best_val_results = results
+                        save_model(out / "model.pt", model, categories,
+                                   {"epoch": epoch + 1, "metrics": row, "config": asdict(config)})
+                    else:
+                        bad_epochs += 1
                 atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "ema": ema.state_dict() if ema is not None else None,
                              "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict(), "epoch": epoch,
                              "iteration": iteration, "best": best, "best_epoch": best_epoch,
@@ -391,6 +439,7 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
     summary = None
     if place.main:
         if val_set is not None:
+            log.info("calibrating the scores on the best epoch's validation detections")
             where["calibration"] = _calibrate(out, model, val_set, val_coco, categories,
                                               best_val_results, log)
             where["threshold"] = where["calibration"].pop("threshold")
@@ -461,15 +510,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 # -- command line -----------------------------------------------------------------------------
 
-def main(argv: list[str]) -> int:
-    parser = CliParser(prog="python -m detector train",
-                       description="Train a single-frame or two-frame detector on COCO data.")
-    parser.add_argument("--coco", required=True, help="training COCO file")
-    parser.add_argument("--images", required=True, help="directory its file_names are under")
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to train (not on which files, nor where to): ``train`` and
+    ``cv`` (:mod:`detector.cv`) share them, and :func:`config_from_args` reads them back."""
     parser.add_argument("--model", choices=ARCHS, default="two_frame")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--val-coco")
-    parser.add_argument("--val-images", help="default: --images")
     parser.add_argument("--epochs", type=positive(int), default=20,
                         help="passes over the training set (under torchrun too)")
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -485,7 +529,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-iters", type=positive(int), help="optimiser steps at most")
     parser.add_argument("--patience", type=positive(int), default=5)
     parser.add_argument("--classes", help="comma-separated category names (default: all)")
-    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--no-augment", action="store_true", help="the same as --augment-set none")
+    parser.add_argument("--augment-set", choices=AUGMENT_SETS, default="default",
+                        help="default: flip, zoom, gain, contrast, speckle, shadow erasing; "
+                             "ultrasound: those plus a TGC curve, gamma and depth crops")
+    parser.add_argument("--fit-anchors", action="store_true",
+                        help="anchor sizes and aspect ratios by k-means on the training boxes")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="keep an exponential moving average of the weights with this "
+                             "decay (e.g. 0.999) and validate and save it; 0: off (default)")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes")
     parser.add_argument("--threads", type=positive(int), help="torch CPU threads")
     parser.add_argument("--device", default="auto",
@@ -493,19 +545,80 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto (default): mixed precision on a GPU (bf16, else fp16 with "
                              "loss scaling), fp32 on the CPU")
-    parser.add_argument("--resume", action="store_true", help="go on from RUN_DIR/last.pt")
-    args = parser.parse_args(argv)
-    config = TrainConfig(
-        coco=args.coco, images=args.images, out=args.out, model=args.model,
-        val_coco=args.val_coco, val_images=args.val_images, epochs=args.epochs, lr=args.lr,
+
+
+def config_from_args(args: argparse.Namespace, *, coco: str, images: str, out: str,
+                     val_coco: str | None = None, val_images: str | None = None,
+                     resume: bool = False) -> TrainConfig:
+    """The :class:`TrainConfig` of options added by :func:`add_train_options`, for these
+    files; applies ``--threads`` to this process."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return TrainConfig(
+        coco=coco, images=images, out=out, model=args.model,
+        val_coco=val_coco, val_images=val_images, epochs=args.epochs, lr=args.lr,
         batch=args.batch, size=args.size, seed=args.seed, init=args.init,
         backbone=args.backbone, backbone_weights=args.backbone_weights,
         max_iters=args.max_iters, patience=args.patience,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes
-        else None, augment=not args.no_augment, resume=args.resume, workers=args.workers,
+        else None, augment=not args.no_augment and args.augment_set != "none",
+        augment_set="default" if args.augment_set == "none" else args.augment_set,
+        fit_anchors=args.fit_anchors, ema=args.ema, resume=resume, workers=args.workers,
         device=args.device, precision=args.precision)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+
+def train_argv(config: TrainConfig) -> list[str]:
+    """The ``python -m detector train`` arguments that give ``config`` (what a launcher such
+    as ``torchrun`` runs). Raises ValueError for a setting the command line cannot express."""
+    fixed = TrainConfig(coco="", images="", out="")
+    for name in ("warmup_iters", "weight_decay", "grad_clip"):
+        if getattr(config, name) != getattr(fixed, name):
+            raise ValueError(f"{name}={getattr(config, name)} has no command-line option")
+    args = ["--coco", config.coco, "--images", config.images, "--out", config.out,
+            "--model", config.model, "--epochs", str(config.epochs), "--lr", repr(config.lr),
+            "--batch", str(config.batch), "--size", str(config.size), "--seed", str(config.seed),
+            "--backbone", config.backbone, "--patience", str(config.patience),
+            "--workers", str(config.workers), "--device", config.device,
+            "--precision", config.precision]
+    for flag, value in (("--val-coco", config.val_coco), ("--val-images", config.val_images),
+                        ("--init", config.init), ("--backbone-weights", config.backbone_weights),
+                        ("--max-iters", config.max_iters),
+                        ("--classes", ",".join(config.classes) if config.classes else None)):
+        if value is not None:
+            args += [flag, str(value)]
+    if not config.augment:
+        args.append("--no-augment")
+    if config.augment_set != "default":
+        args += ["--augment-set", config.augment_set]
+    if config.fit_anchors:
+        args.append("--fit-anchors")
+    if config.ema:
+        args += ["--ema", repr(config.ema)]
+    if config.resume:
+        args.append("--resume")
+    return args
+
+
+def train_parser() -> CliParser:
+    """The command line of ``python -m detector train``."""
+    parser = CliParser(prog="python -m detector train",
+                       description="Train a single-frame or two-frame detector on COCO data.")
+    parser.add_argument("--coco", required=True, help="training COCO file")
+    parser.add_argument("--images", required=True, help="directory its file_names are under")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--val-coco")
+    parser.add_argument("--val-images", help="default: --images")
+    parser.add_argument("--resume", action="store_true", help="go on from RUN_DIR/last.pt")
+    add_train_options(parser)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    config = config_from_args(args, coco=args.coco, images=args.images, out=args.out,
+                              val_coco=args.val_coco, val_images=args.val_images,
+                              resume=args.resume)
     try:
         _check(config)
         if config.init:

@@ -482,6 +482,8 @@ def finish_scene(s, scene_id: int) -> None:
 # round-trip test makes (recorded by test_labelstudio_server.py with
 # SONOLABEL_RECORD_LABEL_STUDIO=1; its replay test reads it).
 LABEL_STUDIO_SNAPSHOT = Path(__file__).parent / "data" / "labelstudio-1.23.2-snapshot.json"
+# Its COCO export of the dataset version's project (frames 0-2, untouched).
+LABEL_STUDIO_COCO = Path(__file__).parent / "data" / "labelstudio-1.23.2-coco.json"
 
 
 def round_trip_video(app) -> tuple[int, dict[str, int]]:
@@ -643,3 +645,49 @@ def assert_video_synced(video_id: int, ids: dict[str, int], before: dict[int, tu
     f1 = next(r for r in (now[i] for i in set(now) - set(before)) if r[0] == 1)
     assert f1[2:6] == pytest.approx([0.12 * W, 0.11 * H, 0.2 * W, 0.25 * H], abs=1e-6)
     assert len(now) == len(before) + 5 - 1
+
+
+# --- a phantom sweep imported through the app's import service ------------------------------
+
+@dataclass
+class PhantomScene:
+    scene_id: int
+    video_id: int
+    frame_ids: list[int]
+    # per frame, the phantom's exact boxes in stored-frame pixels (the sector crop applied):
+    # {"category_id", "track_id", "x", "y", "w", "h"}
+    truth: list[list[dict]]
+    width: int
+    height: int
+
+
+def phantom_scene(app, folder: Path, frames: int = 20, size: int = 512, seed: int = 3,
+                  patient: str = "PH001") -> PhantomScene:
+    """A synthetic liver sweep (``detector.phantom``) written as MP4 and imported through
+    :func:`annotator.services.video_import.import_video` as one scene, with its exact boxes."""
+    from annotator.services.video_import import import_video
+    from detector.phantom.writer import generate
+
+    coco = json.loads(generate(folder, videos=1, frames=frames, size=size, seed=seed).read_text())
+    with app.app_context():
+        result = import_video(next(folder.rglob("*.mp4")), patient, scenes="none")
+        video_id, (rx, ry, rw, rh) = result.video.id, result.roi
+        rows = db.session.scalars(sa.select(Frame).where(Frame.video_id == video_id)
+                                  .order_by(Frame.frame_index)).all()
+        scene_id, frame_ids = rows[0].scene_id, [f.id for f in rows]
+        width, height = rows[0].width, rows[0].height
+    by_image: dict[int, list[dict]] = {}
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        x0, y0 = max(x - rx, 0.0), max(y - ry, 0.0)
+        x1, y1 = min(x + w - rx, float(rw)), min(y + h - ry, float(rh))
+        if x1 - x0 >= 1 and y1 - y0 >= 1:
+            by_image.setdefault(a["image_id"], []).append(
+                {"category_id": a["category_id"], "track_id": a["track_id"],
+                 "x": float(x0), "y": float(y0), "w": float(x1 - x0), "h": float(y1 - y0)})
+    order = {img["id"]: img["frame_index"] for img in coco["images"]}
+    truth: list[list[dict]] = [[] for _ in range(len(frame_ids))]
+    for image_id, boxes in by_image.items():
+        if order[image_id] < len(truth):
+            truth[order[image_id]] = boxes
+    return PhantomScene(scene_id, video_id, frame_ids, truth, width, height)

@@ -37,6 +37,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "GET /scenes/<int:scene_id>":                      (302, 200, 200, 200, 200),
     "GET /frames/<int:frame_id>.png":                  (302, 200, 200, 200, 200),
     "GET /signed/frames/<token>.png":                  (200, 200, 200, 200, 200),  # token: frame's signed link
+    "GET /signed/clips/<clip>.mp4":                    (200, 200, 200, 200, 200),  # clip: scene clip's signed link
     "GET /videos/upload":                              (302, 200, 200, 403, 403),
     "POST /videos/upload":                             (302, 400, 400, 403, 403),
     # the labelling workspace
@@ -69,6 +70,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "POST /api/scenes/<int:scene_id>/tracks/accept":   (401, 400, 403, 400, 403),
     "POST /api/scenes/<int:scene_id>/tracks/split":    (401, 400, 403, 400, 403),
     "POST /api/scenes/<int:scene_id>/tracks/merge":    (401, 400, 403, 400, 403),
+    "POST /api/scenes/<int:scene_id>/tracks/fuse":     (401, 400, 403, 400, 403),
     "GET /api/model-feedback":                         (401, 200, 200, 200, 200),
     "GET /api/openapi.json":                           (401, 200, 200, 200, 200),
     # datasets
@@ -97,7 +99,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "POST /logout":                                    (302, 302, 302, 302, 302),
 }
 PUBLIC = {"GET /static/<path:filename>", "GET /favicon.ico", "GET /login", "POST /login",
-          "GET /signed/frames/<token>.png"}
+          "GET /signed/frames/<token>.png", "GET /signed/clips/<clip>.mp4"}
 
 
 @pytest.fixture
@@ -125,10 +127,11 @@ def objects(app):
         from annotator.services.dataset_split import Selection, SplitSpec
 
         version = create_version("v1", Selection(statuses=()), SplitSpec(ratios=(1.0, 0.0, 0.0)))
-        from annotator.services.signed_urls import frame_token
+        from annotator.services.signed_urls import clip_token, frame_token
 
         return {"version_id": version.id, "video_id": video.id, "scene_id": scene.id, "frame_id": frames[0].id, "box_id": box.id,
-                "patient_id": patient.id, "token": frame_token(frames[0].id)}
+                "patient_id": patient.id, "token": frame_token(frames[0].id),
+                "clip": clip_token(video.id, 0, 1, (20, 1))}
 
 
 def _rules(app) -> dict[str, object]:

@@ -198,7 +198,7 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.json", "model.pt",
                                                      "train.log"]
     log = (out / "train.log").read_text()
-    assert log.count("epoch 1:") == 1 and log.count("done (") == 1
+    assert log.count("epoch 1: {") == 1 and log.count("done (") == 1  # the epoch's metrics row
     assert "device cpu, 2 process(es), float32" in log
     printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1 and printed[0]["iterations"] == 4

@@ -294,3 +294,23 @@ def test_two_frame_learns_on_a_tiny_phantom_sweep(tmp_path: Path):
     model = build_model(ModelConfig(arch="two_frame", size=96))
     losses = _train_steps(model, images, targets, prevs, flows, steps=10)
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"model": "single", "val_coco": "v.json", "val_images": "v", "epochs": 3, "lr": 1.5e-4,
+     "batch": 2, "size": 256, "seed": 7, "init": "runs/x", "max_iters": 9, "patience": 2,
+     "classes": ["tumor", "vessel"], "augment": False, "resume": True, "workers": 1,
+     "device": "cpu", "precision": "fp32", "backbone_weights": "w.pth",
+     "augment_set": "ultrasound", "fit_anchors": True, "ema": 0.999},
+])
+def test_train_argv_gives_back_the_same_config(changes):
+    """What a launcher (torchrun, the retrain job) runs trains with the config it was given."""
+    config = TrainConfig(coco="t.json", images="img", out="run", **changes)
+    args = train_module.train_parser().parse_args(train_module.train_argv(config))
+    back = train_module.config_from_args(args, coco=args.coco, images=args.images, out=args.out,
+                                         val_coco=args.val_coco, val_images=args.val_images,
+                                         resume=args.resume)
+    assert back == config
+    with pytest.raises(ValueError, match="warmup_iters"):
+        train_module.train_argv(TrainConfig(coco="t", images="i", out="o", warmup_iters=7))
