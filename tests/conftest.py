@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
-from helpers import PASSWORD, make_live_app, populate, served
+from helpers import CHROMIUM, PASSWORD, make_live_app, populate, served
 
 from annotator import create_app
 from annotator.db import db
@@ -129,11 +129,8 @@ def live(tmp_path):
 
 @pytest.fixture
 def browser():
-    import shutil
-
     sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield browser
         browser.close()

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import io
 import json
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from annotator.models import (
     BoxSource,
     DatasetVersion,
     Frame,
+    JobStatus,
     LabelClass,
     ModelVersion,
     Patient,
@@ -99,6 +101,51 @@ def served(app) -> Iterator:
         thread.join(5)
         with app.app_context():
             db.engine.dispose()
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The browser tests' marks: ``pytestmark = BROWSER``.
+BROWSER = [pytest.mark.browser,
+           pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                              reason="Debian's chromium is not installed (apt-get install chromium)")]
+WORKSPACE_READY = "#ws[data-ready='1']"
+
+
+def canvas_point(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of frame pixel (x, y) under the workspace's current zoom and pan."""
+    return tuple(page.evaluate(
+        """([x, y]) => { const r = document.getElementById('canvas').getBoundingClientRect();
+            const v = window.sonolabel.view; return [r.left + v.ox + x * v.scale, r.top + v.oy + y * v.scale]; }""",
+        [x, y]))
+
+
+def settle(page) -> None:
+    """Wait until the workspace has no request in flight."""
+    # Waits are written as functions: Playwright evals a bare expression, which the page's
+    # Content-Security-Policy (no 'unsafe-eval') refuses.
+    page.wait_for_function("() => window.sonolabel.pending === 0")
+
+
+def drag(page, start, end) -> None:
+    """Drag the mouse between two frame pixels, as a hand would (in steps), then settle."""
+    page.mouse.move(*canvas_point(page, *start))
+    page.mouse.down()
+    for t in (0.3, 0.6, 1.0):
+        page.mouse.move(*canvas_point(page, start[0] + t * (end[0] - start[0]),
+                                      start[1] + t * (end[1] - start[1])))
+    page.mouse.up()
+    settle(page)
+
+
+def draw_box(page, b: dict) -> None:
+    """Draw box ``b`` (x, y, w, h in frame pixels) with the mouse."""
+    drag(page, (b["x"], b["y"]), (b["x"] + b["w"], b["y"] + b["h"]))
+
+
+def go_to_frame(page, i: int) -> None:
+    """Open frame ``i`` of the scene from the timeline strip."""
+    page.click(f"#timeline span:nth-child({i + 1})")
+    page.wait_for_function("(i) => window.sonolabel.cur === i", arg=i)
 
 
 def logged_in_page(browser, app, role: str, path: str, ready: str):
@@ -209,6 +256,23 @@ def tiny_version(app, name: str = "tiny", **kw):
     with app.app_context():
         version = create_version(name, Selection(statuses=()), SplitSpec(ratios=(1.0, 0.0, 0.0)))
         return seeded, version.id
+
+
+def retrain_two_patients(app) -> int:
+    """Run a retrain job at once (1 epoch at 64 px, ``single``) on a version of two labelled
+    patients split half train, half validation; returns the finished job's id."""
+    from annotator.services.dataset_create import create_version
+    from annotator.services.dataset_split import Selection, SplitSpec
+    from annotator.services.job_runner import start_job
+
+    app.config["SONOLABEL_JOBS_IMMEDIATE"] = True
+    labelled_scene(app, patient="P001")
+    labelled_scene(app, patient="P002")
+    with app.app_context():
+        create_version("two", Selection(statuses=()), SplitSpec(ratios=(0.5, 0.5, 0.0)))
+        job = start_job("retrain", {"dataset": "two", "model": "single", "epochs": "1", "size": "64"})
+        assert job.status == JobStatus.succeeded, job.error
+        return job.id
 
 
 def untrained_model(app, kind: str = "two_frame", size: int = 64, active: bool = True) -> tuple[int, str]:

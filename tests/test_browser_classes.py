@@ -2,18 +2,9 @@
 and hotkey, and pressing the hotkey, then drawing, makes a box of that class."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from helpers import BROWSER, cli, logged_in_page, seed_scene
 
-import pytest
-from helpers import cli, logged_in_page, seed_scene
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = BROWSER
 
 
 def test_a_class_added_by_the_cli_is_drawn_with_its_hotkey(live, browser):

@@ -2,18 +2,9 @@
 and frame images without a violation (and one made on purpose is caught)."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from helpers import BROWSER, PASSWORD, seed_scene
 
-import pytest
-from helpers import PASSWORD, seed_scene
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = BROWSER
 
 
 def test_no_page_breaks_the_content_security_policy(live, browser):

@@ -3,43 +3,25 @@ shows the fused-box offer; U accepts it (the detector's edges, the track's ident
 brings the offer back."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-from helpers import lesion_box, logged_in_page, seed_scene
+from helpers import (
+    BROWSER,
+    WORKSPACE_READY,
+    draw_box,
+    go_to_frame,
+    lesion_box,
+    logged_in_page,
+    seed_scene,
+    settle,
+)
 
 from annotator.db import db
 from annotator.models import Box, BoxSource
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-READY = "#ws[data-ready='1']"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = BROWSER
 
 
-def _settle(page) -> None:
-    page.wait_for_function("() => window.sonolabel.pending === 0")
 
-
-def _draw(page, b) -> None:
-    def at(x, y):
-        return page.evaluate("""([x, y]) => { const r = document.getElementById('canvas').getBoundingClientRect();
-            const v = window.sonolabel.view; return [r.left + v.ox + x * v.scale, r.top + v.oy + y * v.scale]; }""", [x, y])
-    page.mouse.move(*at(b["x"], b["y"]))
-    page.mouse.down()
-    for t in (0.3, 0.6, 1.0):
-        page.mouse.move(*at(b["x"] + t * b["w"], b["y"] + t * b["h"]))
-    page.mouse.up()
-    _settle(page)
-
-
-def _go(page, i: int) -> None:
-    page.click(f"#timeline span:nth-child({i + 1})")
-    page.wait_for_function("(i) => window.sonolabel.cur === i", arg=i)
 
 
 def test_the_fused_box_offer_is_shown_and_accepted_with_u_and_undone(live, browser):
@@ -52,17 +34,17 @@ def test_the_fused_box_offer_is_shown_and_accepted_with_u_and_undone(live, brows
         db.session.add(pre)
         db.session.commit()
         pre_id = pre.id
-    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", READY)
-    _draw(page, lesion_box(0, 320, 240))
-    _go(page, 9)
-    _draw(page, lesion_box(9, 320, 240))
+    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", WORKSPACE_READY)
+    draw_box(page, lesion_box(0, 320, 240))
+    go_to_frame(page, 9)
+    draw_box(page, lesion_box(9, 320, 240))
     page.keyboard.press("t")
-    _settle(page)
+    settle(page)
 
     # the track list and the track's lane say where the detector's box is offered
     assert "1 fuse offer" in page.inner_text("#track-list")
     assert page.locator(".lane span.fuse").count() == 1
-    _go(page, 5)
+    go_to_frame(page, 5)
     offer = page.locator("#fuse-list li")
     assert page.is_visible("#fuse-offers") and offer.count() == 1
     assert "Fuse into track 1" in offer.inner_text() and f"#{pre_id}" in offer.inner_text()
@@ -70,7 +52,7 @@ def test_the_fused_box_offer_is_shown_and_accepted_with_u_and_undone(live, brows
     assert carried["track_id"] == 1
 
     page.keyboard.press("u")
-    _settle(page)
+    settle(page)
     boxes = page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[5].id]")
     assert [(b["id"], b["source"], b["track_id"]) for b in boxes] == [(pre_id, "manual", 1)]
     assert {k: boxes[0][k] for k in ("x", "y", "w", "h")} == pytest.approx(edges)
@@ -78,11 +60,11 @@ def test_the_fused_box_offer_is_shown_and_accepted_with_u_and_undone(live, brows
     assert page.locator(".lane span.key").count() == 3  # the fused box is a keyframe now
 
     page.keyboard.press("Control+z")
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#fuse-offers", state="visible")
     sources = sorted(b["source"] for b in page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[5].id]"))
     assert sources == ["model", "propagated"]
     page.click("#fuse-list button")  # the button does what U does
-    _settle(page)
+    settle(page)
     assert page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[5].id].map(b => b.id)") == [pre_id]
     assert page.errors == []

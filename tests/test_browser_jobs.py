@@ -2,19 +2,10 @@
 100 while a Huey consumer (threads, in this process, on the SQLite queue) runs it."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-from helpers import PASSWORD, make_live_app, served, tiny_version
+from helpers import BROWSER, PASSWORD, make_live_app, served, tiny_version
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,  # it trains a model
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
+pytestmark = [*BROWSER, pytest.mark.slow]  # it trains a model
 
 
 @pytest.fixture

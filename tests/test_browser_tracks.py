@@ -4,61 +4,38 @@ synthetic liver sweep (detector.phantom) written as MP4 and imported through the
 service, and the keyframes are the phantom's exact boxes of its tumour."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from helpers import (
+    BROWSER,
+    WORKSPACE_READY,
+    drag,
+    draw_box,
+    go_to_frame,
+    logged_in_page,
+    phantom_scene,
+    settle,
+)
 
-import pytest
-from helpers import logged_in_page, phantom_scene
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-READY = "#ws[data-ready='1']"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
-
-
-def _settle(page) -> None:
-    page.wait_for_function("() => window.sonolabel.pending === 0")
+pytestmark = BROWSER
 
 
-def _drag(page, start, end) -> None:
-    """Drag between two frame pixels under the current zoom and pan."""
-    def at(x, y):
-        return page.evaluate("""([x, y]) => { const r = document.getElementById('canvas').getBoundingClientRect();
-            const v = window.sonolabel.view; return [r.left + v.ox + x * v.scale, r.top + v.oy + y * v.scale]; }""", [x, y])
-    page.mouse.move(*at(*start))
-    page.mouse.down()
-    for t in (0.3, 0.6, 1.0):
-        page.mouse.move(*at(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])))
-    page.mouse.up()
-    _settle(page)
 
 
-def _draw(page, b: dict) -> None:
-    _drag(page, (b["x"], b["y"]), (b["x"] + b["w"], b["y"] + b["h"]))
-
-
-def _go(page, i: int) -> None:
-    page.click(f"#timeline span:nth-child({i + 1})")
-    page.wait_for_function("(i) => window.sonolabel.cur === i", arg=i)
 
 
 def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, tmp_path):
     seeded = phantom_scene(live, tmp_path / "phantom", frames=20, size=320, seed=3)
     tumour = max((b for b in seeded.truth[0] if b["category_id"] == 1), key=lambda b: b["w"] * b["h"])
     truth = [next(b for b in boxes if b["track_id"] == tumour["track_id"]) for boxes in seeded.truth]
-    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", READY)
-    _draw(page, truth[0])
+    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", WORKSPACE_READY)
+    draw_box(page, truth[0])
     assert page.evaluate("window.sonolabel.track") == 1
-    _go(page, 19)
-    _draw(page, truth[19])  # the selected track gets its second keyframe
+    go_to_frame(page, 19)
+    draw_box(page, truth[19])  # the selected track gets its second keyframe
     assert page.evaluate("window.sonolabel.sel.track_id") == 1
     assert "Track 1" in page.inner_text("#track-list")
 
     page.keyboard.press("t")
-    _settle(page)
+    settle(page)
     assert page.evaluate("window.sonolabel.lastChanged") == list(range(1, 19))
     assert page.locator(".lane").count() == 1 and page.locator(".lane span.has").count() == 18
     carried = page.evaluate("window.sonolabel.frames.map(f => window.sonolabel.boxes[f.id][0])")
@@ -67,26 +44,26 @@ def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, t
         assert b["source"] == "propagated" and max(abs(b[k] - t[k]) for k in ("x", "y", "w", "h")) < 6, (i, b, t)
 
     # Correct frame 10 by dragging its box: only the spans it bounds are re-propagated.
-    _go(page, 10)
+    go_to_frame(page, 10)
     box = page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[10].id][0]")
     assert box["source"] == "propagated" and box["track_id"] == 1
     cx, cy = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
-    _drag(page, (cx, cy), (cx + 6, cy + 3))
+    drag(page, (cx, cy), (cx + 6, cy + 3))
     page.keyboard.press("t")
-    _settle(page)
+    settle(page)
     changed = page.evaluate("window.sonolabel.lastChanged")
     assert changed and set(changed) <= set(range(1, 19)) - {10}
     assert page.locator(".lane span.key").count() == 3
 
     page.click("#track-accept")
-    _settle(page)
+    settle(page)
     assert "accepted" in page.inner_text("#track-list")
     assert page.locator(".lane span.acc").count() == 17
     page.click("#submit-scene")
     page.wait_for_function("() => window.sonolabel.scene.status === 'submitted'")
     assert page.errors == []
 
-    reviewer = logged_in_page(browser, live, "reviewer", f"/scenes/{seeded.scene_id}/label", READY)
+    reviewer = logged_in_page(browser, live, "reviewer", f"/scenes/{seeded.scene_id}/label", WORKSPACE_READY)
     reviewer.click("#accept-scene")
     reviewer.wait_for_function("() => window.sonolabel.scene.status === 'reviewed'")
     events = reviewer.context.request.get(f"{live.base_url}/api/scenes/{seeded.scene_id}/events").json()["events"]

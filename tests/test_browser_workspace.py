@@ -5,48 +5,26 @@ The app runs from a thread on a free loopback port (werkzeug, threaded) over SQL
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
-import pytest
 from PIL import Image
-from helpers import logged_in_page, seed_scene
+from helpers import (
+    BROWSER,
+    WORKSPACE_READY,
+    canvas_point,
+    drag,
+    logged_in_page,
+    seed_scene,
+    settle,
+)
+
+pytestmark = BROWSER
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"),
-]
-
-
-def open_as(browser, app, role: str, path: str, ready: str = "#ws[data-ready='1']"):
+def open_as(browser, app, role: str, path: str, ready: str = WORKSPACE_READY):
     return logged_in_page(browser, app, role, path, ready)
 
 
-def at(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of frame pixel (x, y) under the current zoom and pan."""
-    return tuple(page.evaluate(
-        """([x, y]) => { const r = document.getElementById('canvas').getBoundingClientRect();
-            const v = window.sonolabel.view; return [r.left + v.ox + x * v.scale, r.top + v.oy + y * v.scale]; }""",
-        [x, y]))
 
-
-def drag(page, start, end):
-    page.mouse.move(*at(page, *start))
-    page.mouse.down()
-    for t in (0.3, 0.6, 1.0):
-        page.mouse.move(*at(page, start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1])))
-    page.mouse.up()
-    settle(page)
-
-
-def settle(page):
-    # Waits are written as functions: Playwright evals a bare expression, which the page's
-    # Content-Security-Policy (no 'unsafe-eval') refuses.
-    page.wait_for_function("() => window.sonolabel.pending === 0")
 
 
 def saved(page, app, frame_id) -> dict[int, dict]:
@@ -92,10 +70,10 @@ def test_annotate_review_and_return_a_scene(live, browser, tmp_path):
     assert page.evaluate("window.sonolabel.boxes[%d].filter(b => b.source !== 'manual' && b.score >= window.sonolabel.threshold).length" % f0) == 2
     pre = {b["score"]: b for b in saved(page, live, f0).values() if b["source"] == "model"}
     p09, p08 = pre[0.9], pre[0.8]
-    page.mouse.click(*at(page, p09["x"] + 12, p09["y"] + 10))
+    page.mouse.click(*canvas_point(page, p09["x"] + 12, p09["y"] + 10))
     page.keyboard.press("y")
     settle(page)
-    page.mouse.click(*at(page, p08["x"] + 12, p08["y"] + 10))
+    page.mouse.click(*canvas_point(page, p08["x"] + 12, p08["y"] + 10))
     page.keyboard.press("n")
     settle(page)
     now = saved(page, live, f0)

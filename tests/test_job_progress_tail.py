@@ -4,19 +4,15 @@ registration), each step with a percentage of its own."""
 from __future__ import annotations
 
 import pytest
-from helpers import labelled_scene
+from helpers import retrain_two_patients
 
 from annotator.db import db
-from annotator.models import Job, JobStatus
+from annotator.models import Job
 from annotator.services.job_spec import JobContext
 
 
 @pytest.mark.slow
 def test_the_steps_after_training_report_their_own_progress_and_log_lines(app, monkeypatch):
-    from annotator.services.dataset_create import create_version
-    from annotator.services.dataset_split import Selection, SplitSpec
-    from annotator.services.job_runner import start_job
-
     calls: list[tuple[float, str | None]] = []
     progress = JobContext.progress
 
@@ -25,15 +21,9 @@ def test_the_steps_after_training_report_their_own_progress_and_log_lines(app, m
         return progress(self, percent, message)
 
     monkeypatch.setattr(JobContext, "progress", recorded)
-    app.config["SONOLABEL_JOBS_IMMEDIATE"] = True
-    labelled_scene(app, patient="P001")
-    labelled_scene(app, patient="P002")
+    job_id = retrain_two_patients(app)
     with app.app_context():
-        create_version("two", Selection(statuses=()), SplitSpec(ratios=(0.5, 0.5, 0.0)))
-        job = start_job("retrain", {"dataset": "two", "model": "single", "epochs": "1",
-                                    "size": "64"})
-        assert job.status == JobStatus.succeeded, job.error
-        log = db.session.get(Job, job.id).log_tail
+        log = db.session.get(Job, job_id).log_tail
     for words in ("epoch 1: validating on", "epoch 1: {", "calibrating the scores",
                   "calibration ", "done (epochs)", "registering the model version",
                   "registered model version"):

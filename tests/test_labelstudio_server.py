@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 import requests
-from helpers import (LABEL_STUDIO_COCO, LABEL_STUDIO_SNAPSHOT, LABEL_STUDIO_VIDEO_SNAPSHOT,
+from helpers import (CHROMIUM, LABEL_STUDIO_COCO, LABEL_STUDIO_SNAPSHOT, LABEL_STUDIO_VIDEO_SNAPSHOT,
                      ROUND_TRIP_MOVE, ROUND_TRIP_NEW, assert_round_trip_synced,
                      assert_video_synced, boxes_by_id, cli, edit_video_tracks, make_live_app,
                      round_trip_video, served, track_video)
@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LABEL_STUDIO = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
 TOKEN = "5f0c1e2d3b4a59687766554433221100ffeeddcc"  # legacy tokens are 40 hex digits
 USER, PASSWORD = "sonolabel@example.org", "round-trip-password"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REOPEN = ("--reopen", "--reason", "corrected in Label Studio", "--as", "admin")
 START_S = 180  # about 25 s on a quiet machine; the first start also migrates its database
 RECORD = bool(os.environ.get("SONOLABEL_RECORD_LABEL_STUDIO"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import labelled_scene, logged_in_page, seed_scene
+from helpers import logged_in_page, retrain_two_patients, seed_scene
 
 from annotator.db import db
-from annotator.models import JobStatus, ModelVersion
+from annotator.models import Job, ModelVersion
 
 
 def add_version(app, name: str, threshold: float | None, active: bool = False) -> None:
@@ -59,20 +59,11 @@ def test_the_slider_starts_at_the_models_threshold(live, browser):
 
 @pytest.mark.slow
 def test_retrain_with_a_val_part_registers_calibration_and_threshold(app):
-    from annotator.services.dataset_create import create_version
-    from annotator.services.dataset_split import Selection, SplitSpec
-    from annotator.services.job_runner import start_job
     from annotator.services.models_registry import version_json
 
-    app.config["SONOLABEL_JOBS_IMMEDIATE"] = True
-    labelled_scene(app, patient="P001")
-    labelled_scene(app, patient="P002")
+    job_id = retrain_two_patients(app)
     with app.app_context():
-        create_version("two", Selection(statuses=()), SplitSpec(ratios=(0.5, 0.5, 0.0)))
-        job = start_job("retrain", {"dataset": "two", "model": "single", "epochs": "1",
-                                    "size": "64"})
-        assert job.status == JobStatus.succeeded, job.error
-        version = db.session.get(ModelVersion, job.result["model_version"])
+        version = db.session.get(ModelVersion, db.session.get(Job, job_id).result["model_version"])
         assert version.metrics["threshold"]["method"] == "validation-f1"
         assert {"method", "ece_before", "ece_after"} <= set(version.metrics["calibration"])
         assert version_json(version)["threshold"] == version.metrics["threshold"]["value"]

@@ -31,6 +31,7 @@ from ..models import BoxSource, DatasetVersion, LabelClass, Scene, Video
 from . import ServiceError
 from .coco_export import build_coco, frames_of_scenes, frames_of_videos
 from .input_checks import is_db_int
+from .labelstudio_shapes import to_percent
 
 FROM_NAME = "label"
 TO_NAME = "image"
@@ -40,13 +41,18 @@ class LabelStudioRefused(ServiceError):
     """A Label Studio request that cannot be carried out."""
 
 
-def labeling_config(classes: list[tuple[str, str]] | None = None) -> str:
-    """The config that matches the exported tasks: one image, one RectangleLabels per class."""
+def class_labels(classes: list[tuple[str, str]] | None = None) -> str:
+    """The ``<Label>`` lines of a labeling config: each class (name, colour) or the stored ones."""
     if classes is None:
         classes = list(db.session.execute(
             sa.select(LabelClass.name, LabelClass.color).order_by(LabelClass.id)))
-    labels = "\n".join(f"    <Label value={quoteattr(name)} background={quoteattr(color)}/>"
-                       for name, color in classes)
+    return "\n".join(f"    <Label value={quoteattr(name)} background={quoteattr(color)}/>"
+                     for name, color in classes)
+
+
+def labeling_config(classes: list[tuple[str, str]] | None = None) -> str:
+    """The config that matches the exported tasks: one image, one RectangleLabels per class."""
+    labels = class_labels(classes)
     return (f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
             f'  <RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">\n{labels}\n'
             "  </RectangleLabels>\n</View>\n")
@@ -75,8 +81,7 @@ def coco_to_tasks(doc: dict[str, Any], image_prefix: str = "", split: str | None
             item = {"id": rid, "type": "rectanglelabels", "from_name": FROM_NAME,
                     "to_name": TO_NAME, "original_width": W, "original_height": H,
                     "image_rotation": 0,
-                    "value": {"x": 100.0 * x / W, "y": 100.0 * y / H, "width": 100.0 * w / W,
-                              "height": 100.0 * h / H, "rotation": 0,
+                    "value": {**to_percent(x, y, w, h, W, H), "rotation": 0,
                               "rectanglelabels": [names[ann["category_id"]]]}}
             source = ann.get("source", "manual")
             region = {"source": source}

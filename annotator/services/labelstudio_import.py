@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..models import BoxSource, User
-from .classes import add_hint
 from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     ImportedBox,
@@ -42,7 +41,7 @@ from .label_import import (
     is_number,
     video_frames,
 )
-from .labelstudio_shapes import unsupported
+from .labelstudio_shapes import from_percent, region_class, unsupported
 from .labelstudio_video_import import counted, is_video_export, parse_video_tasks
 from .workflow import Reopen
 
@@ -206,14 +205,8 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
         if turned:
             plan.problem(f"{at}: {turned}")
             continue
-        labels = value.get("rectanglelabels")
-        if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
-            plan.problem(f"{at}: needs exactly one label in rectanglelabels, got {shown(labels)}")
-            continue
-        class_id = classes.get(labels[0].strip().lower())
+        class_id = region_class(value.get("rectanglelabels"), "rectanglelabels", classes, at, plan)
         if class_id is None:
-            plan.problem(f"{at}: unknown class {shown(labels[0])}; the classes are "
-                         f"{', '.join(sorted(classes))}; {add_hint(labels[0].strip())}")
             continue
         sizes = [(key, item.get(key), have) for key, have in
                  (("original_width", frame.width), ("original_height", frame.height))]
@@ -223,10 +216,7 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
             plan.problem(f"{at}: {', '.join(wrong)} differs from frame {frame.frame_index}'s "
                          f"{frame.width}x{frame.height}")
             continue
-        W, H = frame.width, frame.height
-        x, y = value["x"] * W / 100.0, value["y"] * H / 100.0
-        w, h = value["width"] * W / 100.0, value["height"] * H / 100.0
-        geometry = fit_box(x, y, w, h, frame, at, plan)
+        geometry = fit_box(*from_percent(value, frame.width, frame.height), frame, at, plan)
         if geometry is None:
             continue
         region = meta.get(str(rid)) if rid is not None else None

@@ -27,18 +27,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
-from xml.sax.saxutils import quoteattr
 
 import sqlalchemy as sa
 from flask import current_app
 
 from ..db import db
-from ..models import BoxSource, DatasetVersion, LabelClass, Scene, Video
+from ..models import BoxSource, DatasetVersion, Scene, Video
 from .coco_export import build_coco, frames_of_scenes, frames_of_videos
 from .dataset_versions import link_or_copy, progress_bar
 from .input_checks import is_db_int
 from .labelstudio_clips import ClipFrame, clip_size, ensure_clip, fps_fraction, range_frames
-from .labelstudio_export import LabelStudioRefused
+from .labelstudio_export import LabelStudioRefused, class_labels
+from .labelstudio_shapes import to_percent
 from .labelstudio_images import Media, check_base_url
 from .signed_urls import DEFAULT_DAYS, clip_token
 
@@ -50,11 +50,7 @@ LABELS_NAME = "videoLabels"
 def video_labeling_config(fps: tuple[int, int], classes: list[tuple[str, str]] | None = None
                           ) -> str:
     """The config of video tasks: the clip at its frame rate, VideoRectangle, one Label per class."""
-    if classes is None:
-        classes = list(db.session.execute(
-            sa.select(LabelClass.name, LabelClass.color).order_by(LabelClass.id)))
-    labels = "\n".join(f"    <Label value={quoteattr(name)} background={quoteattr(color)}/>"
-                       for name, color in classes)
+    labels = class_labels(classes)
     return (f'<View>\n  <Labels name="{LABELS_NAME}" toName="{VIDEO_TO}">\n{labels}\n  </Labels>\n'
             f'  <Video name="{VIDEO_TO}" value="$video" framerate="{framerate_text(fps)}"/>\n'
             f'  <VideoRectangle name="{VIDEO_FROM}" toName="{VIDEO_TO}"/>\n</View>\n')
@@ -139,8 +135,7 @@ def _region(rid: str, keyed: dict[int, dict[str, Any]], label: str, W: int, H: i
         # The last box of a run hides the region until its next keyframe (or for good).
         ends_run = n + 1 not in keyed and n < n_frames
         sequence.append({"frame": n, "enabled": not ends_run, "rotation": 0,
-                         "x": 100.0 * x / W, "y": 100.0 * y / H,
-                         "width": 100.0 * w / W, "height": 100.0 * h / H, "time": n / rate})
+                         **to_percent(x, y, w, h, W, H), "time": n / rate})
     return {"id": rid, "type": "videorectangle", "from_name": VIDEO_FROM, "to_name": VIDEO_TO,
             "origin": "manual",
             "value": {"framesCount": n_frames, "duration": n_frames / rate,

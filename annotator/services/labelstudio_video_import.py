@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import BoxSource, Frame
-from .classes import add_hint
 from .dataset_versions import progress_bar
 from .input_checks import is_db_int, shown
 from .label_import import (
@@ -37,7 +36,7 @@ from .label_import import (
     is_number,
     video_frames,
 )
-from .labelstudio_shapes import unsupported
+from .labelstudio_shapes import from_percent, region_class, unsupported
 from .tracks import next_track_id
 
 EDGES = ("x", "y", "width", "height")
@@ -195,14 +194,9 @@ def _regions(results: list[Any], clip: list[Frame], size: tuple[int, int],
         if not isinstance(sequence, list) or not sequence:
             plan.problem(f"{at}: a video region needs a non-empty 'value.sequence' of keyframes")
             continue
-        labels = value.get("labels") or labels_of.get(rid)
-        if not isinstance(labels, list) or len(labels) != 1 or not isinstance(labels[0], str):
-            plan.problem(f"{at}: needs exactly one label in value.labels, got {shown(labels)}")
-            continue
-        class_id = classes.get(labels[0].strip().lower())
+        class_id = region_class(value.get("labels") or labels_of.get(rid), "value.labels", classes,
+                                at, plan)
         if class_id is None:
-            plan.problem(f"{at}: unknown class {shown(labels[0])}; the classes are "
-                         f"{', '.join(sorted(classes))}; {add_hint(labels[0].strip())}")
             continue
         keyframes = _keyframes(sequence, len(clip), at, plan)
         if keyframes is None:
@@ -215,11 +209,8 @@ def _regions(results: list[Any], clip: list[Frame], size: tuple[int, int],
         boxes = region.get("boxes") if isinstance(region.get("boxes"), dict) else {}
         for number, geometry, keyframe in shown_boxes(keyframes, len(clip)):
             frame = clip[number - 1]
-            W, H = size
-            x, y = geometry["x"] * W / 100.0, geometry["y"] * H / 100.0
-            w, h = geometry["width"] * W / 100.0, geometry["height"] * H / 100.0
-            padded = (W, H) != (frame.width, frame.height)  # the clip's even-size padding
-            fitted = fit_box(x, y, w, h, frame, f"{at}, frame {number}", plan,
+            padded = tuple(size) != (frame.width, frame.height)  # the clip's even-size padding
+            fitted = fit_box(*from_percent(geometry, *size), frame, f"{at}, frame {number}", plan,
                              origin=(0, 0) if padded else None)
             if fitted is None:
                 break
