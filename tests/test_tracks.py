@@ -57,6 +57,18 @@ def test_a_drawn_box_starts_a_track_or_joins_the_chosen_one(app, login):
     assert tracks[1]["state"] == "accepted" and tracks[2]["frames"] == [1]
 
 
+def test_a_deleted_tracks_number_is_not_given_to_a_new_track(app, login):
+    seeded = seed_scene(app, frames=2)
+    s = login("annotator")
+    draw = lambda i: s.json("POST", f"/api/frames/{seeded.frame_ids[i]}/boxes",
+                            {"class_id": 1, **lesion_box(i, 160, 120)}).get_json()["box"]
+    assert draw(0)["track_id"] == 1
+    newest = draw(1)
+    assert newest["track_id"] == 2
+    assert s.json("DELETE", f"/api/boxes/{newest['id']}", {"row_version": 1}).status_code == 200
+    assert draw(1)["track_id"] == 3
+
+
 def test_accepted_pre_labels_each_start_a_track(app, login):
     seeded = seed_scene(app, frames=2, prelabels=3)
     s = login("annotator")

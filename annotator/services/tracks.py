@@ -30,12 +30,18 @@ from .workflow import Change, LabelRefused, atomic, commit, start_editing
 
 
 def next_track_id(scene_id: int | None) -> int:
-    """The id a new track of the scene gets: one more than the largest in use."""
+    """The id a new track of the scene gets: one more than any track it has had. The audit log
+    counts too, so a deleted track's number is not given again (Label Studio regions and old
+    events name tracks by number)."""
     if scene_id is None:
         return 1
-    top = db.session.scalar(sa.select(sa.func.max(Box.track_id)).join(Frame, Frame.id == Box.frame_id)
-                            .where(Frame.scene_id == scene_id))
-    return (top or 0) + 1
+    on_boxes = db.session.scalar(sa.select(sa.func.max(Box.track_id))
+                                 .join(Frame, Frame.id == Box.frame_id).where(Frame.scene_id == scene_id))
+    in_log = db.session.execute(
+        sa.select(sa.func.max(LabelEvent.before["track_id"].as_integer()),
+                  sa.func.max(LabelEvent.after["track_id"].as_integer()))
+        .where(LabelEvent.scene_id == scene_id)).one()
+    return max((n for n in (on_boxes, *in_log) if n is not None), default=0) + 1
 
 
 def track_for_new_box(frame: Frame, value: Any) -> int:
