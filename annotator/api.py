@@ -218,7 +218,8 @@ def track_class(scene_id: int) -> Any:
 @bp.post("/scenes/<int:scene_id>/tracks/accept")
 @roles_required(*EDIT)
 def track_accept(scene_id: int) -> Any:
-    return _with_tracks(tracks.accept(scene_id, json_object(), current_user), scene_id)
+    change, retired = tracks.accept(scene_id, json_object(), current_user)
+    return _with_tracks(change, scene_id, retired=retired)
 
 
 @bp.post("/scenes/<int:scene_id>/tracks/split")

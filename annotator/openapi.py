@@ -168,6 +168,9 @@ def _schemas() -> dict[str, Any]:
             "tracks": {"type": "array", "items": _ref("Track")},
             "offers": {"type": "array", "items": _ref("FuseOffer")},
             "new_track_id": _INT,
+            "retired": {**_INT, "description": "Accept: pending pre-labels without a track that "
+                        "overlapped the track's boxes (IoU >= 0.5, its class), removed as "
+                        "duplicates (replace events, not rejections)"},
             "scene_boxes": {"type": "object", "description": "The scene's boxes keyed by frame id",
                             "additionalProperties": {"type": "array", "items": _ref("Box")}}}}]},
         "Frame": {"type": "object", "required": ["id", "index", "width", "height", "image_url"],
@@ -270,7 +273,8 @@ def _paths() -> dict[str, Any]:
                                             "properties": {"track_id": _ID, "class_id": _ID}})},
         "/api/scenes/{scene_id}/tracks/accept": {"post": _op(
             "trackAccept", "Accept a track's propagated boxes and pre-labels on a span of frames "
-            "(default: all) as manual boxes; audited as one accept_track event listing the frames",
+            "(default: all) as manual boxes; audited as one accept_track event listing the frames. "
+            "Pending pre-labels without a track overlapping the track's boxes there are retired",
             track_change, params=scene_id, write=True, tag="tracks", body={
                 "type": "object", "required": ["track_id"], "properties": {
                     "track_id": _ID, "from_frame": {**_INT, "minimum": 0},

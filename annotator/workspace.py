@@ -160,16 +160,15 @@ def propagate(scene_id: int) -> Any:
 @bp.post("/scenes/<int:scene_id>/propagate-track")
 @roles_required(Role.annotator)
 def propagate_track(scene_id: int) -> Any:
-    """Propagate one track through the scene from its keyframes (``track_id``); with
-    ``frame_id``, the frame just corrected: only the spans it bounds are re-propagated."""
+    """Propagate one track through the scene from its keyframes (``track_id``), or start a
+    track from a pending pre-label (``box_id``); with ``frame_id``, the frame just corrected:
+    only the spans it bounds are re-propagated."""
     from .services.propagate import PropagationRefused, get_scene  # OpenCV: not at start-up
-    from .services.track_propagation import propagate_stored_track
+    from .services.track_propagation import propagate_stored_track, seed_prelabel
 
     body = json_object()
     scene = get_scene(scene_id)
-    track_id = body.get("track_id")
-    if not is_db_int(track_id, minimum=1):
-        raise PropagationRefused(f"'track_id' must be a track id, not {shown(track_id)}.")
+    track_id, seed = seed_prelabel(scene, body)
     changed, frame_id = None, body.get("frame_id")
     if frame_id is not None:
         if not is_db_int(frame_id, minimum=1):
@@ -178,10 +177,12 @@ def propagate_track(scene_id: int) -> Any:
         if changed is None or changed.scene_id != scene.id:
             raise PropagationRefused(f"Frame {frame_id} ('frame_id') is not in scene {scene.id}.",
                                      status=404)
-    result = propagate_stored_track(scene, track_id, current_user._get_current_object(), changed)
+    result = propagate_stored_track(scene, track_id, current_user._get_current_object(), changed, seed)
+    # The pre-label a track was started from is sent back too: it has its track id now.
+    reload = [*result.changed, *([seed.frame.frame_index] if seed is not None else [])]
     names = dict(db.session.execute(db.select(User.id, User.username)).all())
     frames = db.session.scalars(db.select(Frame).where(Frame.scene_id == scene.id,
-                                                       Frame.frame_index.in_(result.changed)))
+                                                       Frame.frame_index.in_(reload)))
     return jsonify(**result.as_dict(),
                    frames=[{"frame_id": f.id, "frame_index": f.frame_index,
                             "boxes": [box_json(b, names) for b in f.boxes]} for f in frames])

@@ -15,6 +15,9 @@ from helpers import (
     settle,
 )
 
+from annotator.db import db
+from annotator.models import Box, BoxSource
+
 pytestmark = BROWSER
 
 
@@ -54,6 +57,12 @@ def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, t
     changed = page.evaluate("window.sonolabel.lastChanged")
     assert changed and set(changed) <= set(range(1, 19)) - {10}
     assert page.locator(".lane span.key").count() == 3
+    # Frames whose box moved visibly are marked "look again" until visited.
+    again = sorted(page.evaluate("[...window.sonolabel.lookAgain[1]]"))
+    assert again and set(again) <= set(changed)
+    assert page.locator(".lane span.again").count() == len(again)
+    go_to_frame(page, again[0])
+    assert page.locator(".lane span.again").count() == len(again) - 1
 
     page.click("#track-accept")
     settle(page)
@@ -70,3 +79,47 @@ def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, t
     listed = next(e for e in events if e["action"] == "accept_track")["after"]
     assert listed["track_id"] == 1 and len(listed["frames"]) == 17 and 10 not in listed["frames"]
     assert reviewer.errors == []
+
+
+def test_a_track_started_from_a_prelabel_is_accepted_and_retires_the_prelabels_it_overlaps(live, browser, tmp_path):
+    """The detector's box of the tumour on frame 0 is selected and T starts a track from it;
+    pending pre-labels of the tumour on frames 4 and 8 (1 px off the truth) are duplicates of
+    the track, gone once Shift+T accepts it, and back with Ctrl+Z."""
+    seeded = phantom_scene(live, tmp_path / "phantom", frames=12, size=320, seed=3)
+    tumour = max((b for b in seeded.truth[0] if b["category_id"] == 1), key=lambda b: b["w"] * b["h"])
+    truth = [next(b for b in boxes if b["track_id"] == tumour["track_id"]) for boxes in seeded.truth]
+    edges = lambda i, dx=0.0: {"x": truth[i]["x"] + dx, "y": truth[i]["y"], "w": truth[i]["w"], "h": truth[i]["h"]}
+    with live.app_context():
+        pres = [Box(frame_id=seeded.frame_ids[i], class_id=1, source=BoxSource.model, score=0.9,
+                    model_version="m1", **edges(i, 0.0 if i == 0 else 1.0)) for i in (0, 4, 8)]
+        db.session.add_all(pres)
+        db.session.commit()
+        seed_id, dup_ids = pres[0].id, [p.id for p in pres[1:]]
+    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", WORKSPACE_READY)
+    page.keyboard.press("Tab")  # the frame's only box: the pre-label
+    assert page.evaluate("window.sonolabel.sel.id") == seed_id
+
+    page.keyboard.press("t")
+    settle(page)
+    assert page.evaluate("window.sonolabel.track") == 1
+    assert page.evaluate("[window.sonolabel.sel.id, window.sonolabel.sel.source, window.sonolabel.sel.track_id]") \
+        == [seed_id, "model", 1]
+    assert page.evaluate("window.sonolabel.lastChanged") == list(range(1, 12))
+    assert "started from pre-label" in page.inner_text("#toasts")
+    assert "Track 1" in page.inner_text("#track-list")
+
+    page.keyboard.press("Shift+T")
+    settle(page)
+    page.wait_for_selector(".toast >> text=2 overlapping pre-labels retired")
+    boxes = page.evaluate("window.sonolabel.frames.map(f => window.sonolabel.boxes[f.id])")
+    assert all([(b["source"], b["track_id"]) for b in frame] == [("manual", 1)] for frame in boxes), boxes
+    assert boxes[0][0]["id"] == seed_id
+    assert "accepted" in page.inner_text("#track-list")
+
+    page.keyboard.press("Control+z")  # one undo: the suggestions and the retired pre-labels are back
+    settle(page)
+    page.wait_for_function("(id) => window.sonolabel.frames.some(f => window.sonolabel.boxes[f.id].some(b => b.id === id))",
+                           arg=dup_ids[0])
+    on4 = page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[4].id].map(b => [b.id, b.source]).sort()")
+    assert sorted(source for _, source in on4) == ["model", "propagated"] and [dup_ids[0], "model"] in on4
+    assert page.errors == []

@@ -106,3 +106,18 @@ def test_a_fuse_of_boxes_that_are_not_one_object_is_refused(app, login):
     reviewer = login("reviewer")
     resp = reviewer.json("POST", url, {"box_id": carried4, "prelabel_id": pre_id})
     assert resp.status_code == 403
+
+
+def test_accepting_the_track_retires_an_offered_prelabel_instead_of_leaving_it_undecided(app, login):
+    seeded, s, propagated, pre_id, other_id, far_id = _scene_with_offer(app, login)
+    resp = s.json("POST", f"/api/scenes/{seeded.scene_id}/tracks/accept", {"track_id": 5})
+    assert resp.status_code == 200, resp.get_json()
+    data = resp.get_json()
+    # The offered pre-label was the track's object: retired, no offer left; the others stay.
+    assert data["retired"] == 1 and data["offers"] == []
+    pending = sorted(b["id"] for boxes in data["scene_boxes"].values() for b in boxes if b["source"] == "model")
+    assert pending == sorted([other_id, far_id])
+    feedback = {v["model_version"]: v for v in s.get("/api/model-feedback").get_json()["versions"]}
+    assert (feedback["m1"]["accepted"], feedback["m1"]["rejected"], feedback["m1"]["pending"]) == (0, 0, 2)
+    assert s.json("POST", "/api/events/revert", {"event_ids": data["undo_ids"]}).status_code == 200
+    assert s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["offers"] == propagated["fused"]

@@ -275,3 +275,127 @@ def test_the_route_propagates_a_track_and_refuses_bad_input(app, login):
                                 ({"track_id": 3, "frame_id": 10**6}, 404, "is not in scene")):
         resp = s.json("POST", url, body)
         assert resp.status_code == status and words in resp.get_json()["error"], resp.get_json()
+
+
+# --- a track started from a pending pre-label ---------------------------------------------------
+
+def _prelabelled(app, frames: int = 6) -> tuple:
+    """A scene whose only box is a pending pre-label over the lesion on frame 0."""
+    seeded = seed_scene(app, frames=frames, width=200, height=160)
+    with app.app_context():
+        pre = Box(frame_id=seeded.frame_ids[0], class_id=1, source=BoxSource.model, score=0.9,
+                  model_version="m1", **lesion_box(0, 200, 160))
+        db.session.add(pre)
+        db.session.commit()
+        return seeded, pre.id
+
+
+def _state(app) -> list[tuple]:
+    with app.app_context():
+        return sorted((b.id, b.frame_id, b.source.value, b.track_id) for b in db.session.scalars(db.select(Box)))
+
+
+def test_t_on_a_prelabel_starts_a_track_from_it_and_one_undo_takes_it_back(app, login):
+    seeded, pre_id = _prelabelled(app)
+    s = login("annotator")
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+    before = _state(app)
+    resp = s.json("POST", url, {"box_id": pre_id})
+    assert resp.status_code == 200, resp.get_json()
+    data = resp.get_json()
+    assert data["track_id"] == 1 and data["started_from"] == pre_id
+    assert data["changed_frames"] == [1, 2, 3, 4, 5]
+    # The pre-label comes back with its track: still the detector's box, pending.
+    seed = next(b for f in data["frames"] if f["frame_index"] == 0 for b in f["boxes"])
+    assert (seed["id"], seed["source"], seed["track_id"]) == (pre_id, "model", 1)
+    carried = [b for f in data["frames"] if f["frame_index"] > 0 for b in f["boxes"]]
+    assert len(carried) == 5 and all(b["source"] == "propagated" and b["track_id"] == 1 for b in carried)
+    for b in carried:
+        assert abs(b["x"] - lesion_box(seeded.frame_ids.index(b["frame_id"]), 200, 160)["x"]) < 2.0
+    listed = s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["tracks"]
+    assert [(t["track_id"], t["keyframes"], t["pending"]) for t in listed] == [(1, [], [0, 1, 2, 3, 4, 5])]
+    events = s.get(f"/api/scenes/{seeded.scene_id}/events").get_json()["events"]
+    (update,) = [e for e in events if e["action"] == "update"]
+    assert update["box_id"] == pre_id and update["before"]["track_id"] is None
+    assert update["after"]["track_id"] == 1 and update["after"]["source"] == "model"
+    # The seed is the track's keyframe: T on the track (or on the seed again) changes nothing.
+    assert s.json("POST", url, {"track_id": 1}).get_json()["changed_frames"] == []
+    assert s.json("POST", url, {"box_id": pre_id}).get_json()["started_from"] is None
+
+    undo = s.json("POST", "/api/events/revert", {"event_ids": data["undo"]})
+    assert undo.status_code == 200, undo.get_json()
+    assert _state(app) == before
+    feedback = {v["model_version"]: v for v in s.get("/api/model-feedback").get_json()["versions"]}
+    assert feedback["m1"]["accepted"] == feedback["m1"]["rejected"] == 0
+
+
+def test_starting_a_track_from_a_box_refuses_bad_input_and_writes_nothing(app, login):
+    seeded, pre_id = _prelabelled(app)
+    s = login("annotator")
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+    other, _ = _prelabelled(app)
+    with app.app_context():
+        foreign = db.session.scalar(db.select(Box.id).filter_by(frame_id=other.frame_ids[0]))
+    before = _state(app)
+    for body, status, words in (({}, 400, "Name the track"),
+                                ({"box_id": "x"}, 400, "'box_id' must be"),
+                                ({"box_id": 10**6}, 404, "is not in scene"),
+                                ({"box_id": foreign}, 404, "is not in scene"),
+                                ({"box_id": pre_id, "track_id": 4}, 409, "is not in track 4")):
+        resp = s.json("POST", url, body)
+        assert resp.status_code == status and words in resp.get_json()["error"], (body, resp.get_json())
+    assert _state(app) == before
+    # A drawn box on the seed's frame, in the seed's track: two boxes to start from there.
+    assert s.json("POST", url, {"box_id": pre_id}).status_code == 200
+    drawn = s.json("POST", f"/api/frames/{seeded.frame_ids[0]}/boxes",
+                   {"class_id": 1, "track_id": 1, **lesion_box(0, 200, 160)})
+    assert drawn.status_code == 201, drawn.get_json()
+    before = _state(app)
+    resp = s.json("POST", url, {"track_id": 1})
+    assert resp.status_code == 400 and "2 boxes to start from on frame 0" in resp.get_json()["error"]
+    assert _state(app) == before
+
+
+def test_a_rejected_seed_leaves_suggestions_without_a_keyframe_and_an_edited_one_stays_the_keyframe(app, login):
+    seeded, pre_id = _prelabelled(app)
+    s = login("annotator")
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+    assert s.json("POST", url, {"box_id": pre_id}).status_code == 200
+    seed = s.get(f"/api/frames/{seeded.frame_ids[0]}/boxes").get_json()["boxes"][0]
+    moved = s.json("PATCH", f"/api/boxes/{pre_id}", {"x": seed["x"] + 3, "row_version": seed["row_version"]})
+    assert moved.status_code == 200, moved.get_json()
+    assert (moved.get_json()["box"]["source"], moved.get_json()["box"]["track_id"]) == ("manual", 1)
+    feedback = {v["model_version"]: v for v in s.get("/api/model-feedback").get_json()["versions"]}
+    assert feedback["m1"]["accepted"] == 1  # an edited pre-label counts as accepted
+    again = s.json("POST", url, {"track_id": 1, "frame_id": seeded.frame_ids[0]})
+    assert again.status_code == 200 and again.get_json()["changed_frames"], again.get_json()
+
+    # Rejected instead: the propagated boxes stay, suggestions of a track with nothing to start from.
+    seeded, pre_id = _prelabelled(app)
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+    started = s.json("POST", url, {"box_id": pre_id}).get_json()
+    seed = next(b for f in started["frames"] if f["frame_index"] == 0 for b in f["boxes"])
+    assert s.json("POST", f"/api/boxes/{pre_id}/reject", {"row_version": seed["row_version"]}).status_code == 200
+    tracks = s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["tracks"]
+    assert [(t["track_id"], t["keyframes"], t["pending"]) for t in tracks] == [(started["track_id"], [], [1, 2, 3, 4, 5])]
+    resp = s.json("POST", url, {"track_id": started["track_id"]})
+    assert resp.status_code == 400 and "draw or accept a box first" in resp.get_json()["error"]
+
+
+def test_a_repropagation_after_a_correction_asks_for_a_second_look_only_where_the_box_moved_visibly(app):
+    seeded = seed_scene(app, frames=8, width=200, height=160)
+    ids = seeded.frame_ids
+    with app.app_context():
+        for i in (0, 7):
+            db.session.add(Box(frame_id=ids[i], class_id=1, source=BoxSource.manual, track_id=5,
+                               **lesion_box(i, 200, 160)))
+        db.session.commit()
+        scene = db.session.get(Scene, seeded.scene_id)
+        first = propagate_stored_track(scene, 5, None)
+        assert first.changed == [1, 2, 3, 4, 5, 6]
+        corrected = db.session.scalar(db.select(Box).filter_by(frame_id=ids[3], track_id=5))
+        corrected.source, corrected.x = BoxSource.manual, corrected.x + 12
+        db.session.commit()
+        again = propagate_stored_track(scene, 5, None, changed=corrected.frame)
+        assert again.look_again and set(again.look_again) <= set(again.changed)
+        assert 3 not in again.look_again and 2 in again.look_again  # next to the correction: moved most

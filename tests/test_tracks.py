@@ -197,3 +197,55 @@ def test_track_operations_respect_roles_locks_and_assignment(app, login, track):
         assert resp.status_code in (400, 409), (op, resp.get_json())
     assert _snapshot(app) == before
     assert s.json("POST", f"/api/scenes/{10**6}/tracks/class", body).status_code == 404
+
+
+def test_accepting_a_track_started_from_a_prelabel_accepts_it_and_retires_its_duplicates(app, login):
+    """Track 1 started from a pre-label on frame 0; on frame 3 a pending pre-label of its class
+    over the lesion (the detector's duplicate of the track's box), one of the other class
+    there, one far off on frame 2, and one over the lesion on frame 5, outside the span."""
+    seeded = seed_scene(app, frames=6, width=200, height=160)
+    ids = seeded.frame_ids
+    pre = lambda i, class_id=1, **kw: Box(frame_id=ids[i], class_id=class_id, source=BoxSource.model, score=0.7,
+                                          model_version="m1", **{**lesion_box(i, 200, 160), **kw})
+    with app.app_context():
+        boxes = [pre(0), pre(3, x=lesion_box(3, 200, 160)["x"] + 3), pre(3, class_id=2), pre(2, x=150, y=5, w=20, h=20),
+                 pre(5)]
+        db.session.add_all(boxes)
+        db.session.commit()
+        seed_id, dup_id, other_id, far_id, late_id = (b.id for b in boxes)
+    s = login("annotator")
+    started = s.json("POST", f"/scenes/{seeded.scene_id}/propagate-track", {"box_id": seed_id})
+    assert started.status_code == 200 and started.get_json()["track_id"] == 1, started.get_json()
+    coverage = {r["index"]: r for r in s.get(f"/api/scenes/{seeded.scene_id}").get_json()["coverage"]}
+    assert coverage[3]["undecided"] == 3
+    before = _snapshot(app)
+
+    resp = s.json("POST", f"/api/scenes/{seeded.scene_id}/tracks/accept", {"track_id": 1, "to_frame": 4})
+    assert resp.status_code == 200, resp.get_json()
+    data = resp.get_json()
+    assert data["retired"] == 1
+    kept = {b["id"] for boxes in data["scene_boxes"].values() for b in boxes if b["source"] == "model"}
+    assert kept == {other_id, far_id, late_id}  # other class, no overlap, outside the span
+    track = next(t for t in data["tracks"] if t["track_id"] == 1)
+    assert track["accepted"] == [0, 1, 2, 3, 4] and track["pending"] == [5]
+    coverage = {r["index"]: r for r in s.get(f"/api/scenes/{seeded.scene_id}").get_json()["coverage"]}
+    assert coverage[3]["undecided"] == 1 and coverage[0]["state"] == "boxes"
+    gate = s.json("POST", f"/api/scenes/{seeded.scene_id}/status", {"status": "submitted"})
+    assert gate.status_code == 409
+    assert sorted(gate.get_json()["unfinished_frames"]) == [2, 3, 5]
+    with app.app_context():
+        accepts = {e.box_id: e.source for e in db.session.scalars(db.select(LabelEvent).filter_by(action="accept"))}
+        assert accepts[seed_id] == "model" and list(accepts.values()).count("propagated") == 4
+        (replace,) = db.session.scalars(db.select(LabelEvent).filter_by(action="replace", box_id=dup_id)).all()
+        assert replace.after is None and replace.id in data["undo_ids"]
+    # The seed counts as an accepted pre-label; the retired duplicate is not a rejection.
+    feedback = {v["model_version"]: v for v in s.get("/api/model-feedback").get_json()["versions"]}
+    assert (feedback["m1"]["accepted"], feedback["m1"]["rejected"], feedback["m1"]["pending"]) == (1, 0, 3)
+
+    # One undo: the accepted boxes are suggestions again and the retired pre-label is back.
+    undo = s.json("POST", "/api/events/revert", {"event_ids": data["undo_ids"]})
+    assert undo.status_code == 200, undo.get_json()
+    assert _snapshot(app)[1] == before[1]
+    feedback = {v["model_version"]: v for v in s.get("/api/model-feedback").get_json()["versions"]}
+    assert (feedback["m1"]["accepted"], feedback["m1"]["rejected"], feedback["m1"]["pending"]) == (0, 0, 5)
+    assert s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["tracks"][0]["accepted"] == []

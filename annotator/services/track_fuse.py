@@ -33,11 +33,16 @@ FUSE_IOU = 0.5
 GEOMETRY = ("x", "y", "w", "h")
 
 
+def same_object(box: dict[str, float], prelabel: dict[str, float]) -> bool:
+    """A pre-label (of the box's class, checked by the caller) overlapping a track's box at
+    IoU >= ``FUSE_IOU`` is the detector's view of the track's object."""
+    return iou(box, prelabel) >= FUSE_IOU
+
+
 def fused_box(box: dict[str, float], prelabels: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pre-label (same class, already filtered) overlapping ``box`` most, at IoU >= 0.5."""
-    scored = [(iou(box, p), p) for p in prelabels]
-    best = max(scored, key=lambda t: t[0], default=(0.0, None))
-    return best[1] if best[0] >= FUSE_IOU else None
+    best = max(prelabels, key=lambda p: iou(box, p), default=None)
+    return best if best is not None and same_object(box, best) else None
 
 
 def _offer(frame: Frame, box: Box, prelabel: Box) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def fuse(scene_id: int, payload: dict[str, Any], user: User) -> Change:
         raise Conflict(f"Box {prelabel.id} is not a pending pre-label (any more): there is "
                        "nothing to fuse.")
     if prelabel.frame_id != carried.frame_id or prelabel.class_id != carried.class_id \
-            or iou(plain(carried), plain(prelabel)) < FUSE_IOU:
+            or not same_object(plain(carried), plain(prelabel)):
         raise Conflict(f"Pre-label {prelabel.id} and box {carried.id} are not one object (same "
                        f"frame, same class, overlap of at least {FUSE_IOU:.0%}).")
     frame = carried.frame

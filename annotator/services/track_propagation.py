@@ -1,5 +1,6 @@
 """A track (one object within a scene, ``Box.track_id``) propagated through its scene from
-its keyframes (the boxes an annotator drew or corrected).
+its keyframes (the boxes an annotator drew or corrected, or the pending pre-label it was
+started from).
 
 Design choices:
 - Each step is :func:`.propagate.move_box` (median flow in the box, divergence scaling,
@@ -33,6 +34,10 @@ Design choices:
 - A pending pre-label of the track's class overlapping a propagated box (IoU >= 0.5) is
   offered as a fused box: the detector's edges with the track's identity
   (:mod:`.track_fuse`). Nothing is written for it: accepting it is the annotator's decision.
+- A track can start from a pending pre-label (key T on it): the pre-label gets a new track id
+  and stays pending (the detector's box, not yet the annotator's) as the track's keyframe;
+  accepting the track accepts it as a pre-label. The id is given with an ``update`` event
+  in the propagation's transaction, so one undo leaves the pre-label as it was.
 - Propagated boxes are suggestions (source ``propagated``), never ground truth; keyframes
   and other tracks' boxes are never touched. One transaction, with label events, like key P.
 """
@@ -45,10 +50,12 @@ import cv2
 import numpy as np
 from ..db import db
 from ..models import Box, BoxSource, Frame, Scene, User
-from .boxes import clip_box, plain
+from .boxes import clip_box, iou, plain
 from .event_log import record_event
+from .input_checks import is_db_int, shown
 from .propagate import FlowPair, PropagationRefused, frame_flow, move_box
 from .track_fuse import offers as fused_offers
+from .tracks import next_track_id
 from .workflow import Change, check_editable, commit, start_editing
 
 STOP_CONFIDENCE = 0.3
@@ -60,7 +67,13 @@ PATCH = 8
 RING = 0.5
 MIN_CONTRAST = 0.4
 KEPT_CONTRAST = 0.2
+# A re-propagated box overlapping the box the annotator already saw there at least this much
+# looks the same on screen; only frames under it are marked "look again" on the track's lane.
+SEEN_IOU = 0.9
 GEOMETRY = ("x", "y", "w", "h")
+# A track's keyframes: the annotator's boxes, and a pending pre-label a track was started from
+# (key T on it): the detector's box is the only one the track has until it is accepted.
+KEY_SOURCES = (BoxSource.manual, BoxSource.model)
 
 FlowAt = Callable[[int, int], FlowPair]
 """Flow from position ``i`` of the scene to the adjacent position ``j`` (either direction)."""
@@ -208,42 +221,59 @@ def changed_positions(before: TrackBoxes, after: TrackBoxes, tolerance: float = 
     return [i for i in after.covered if not same(before.boxes.get(i), after.boxes.get(i))]
 
 
+def look_again(before: TrackBoxes, after: TrackBoxes) -> list[int]:
+    """Positions of ``after.covered`` whose box appeared, disappeared or moved so that it
+    overlaps the box before at IoU < ``SEEN_IOU``: what a re-propagation asks the annotator
+    to look at again (a frame already checked whose box moved a pixel needs no second look)."""
+    def seen(p: dict | None, q: dict | None) -> bool:
+        if p is None or q is None:
+            return p is q
+        return iou(p, q) >= SEEN_IOU
+    return [i for i in after.covered if not seen(before.boxes.get(i), after.boxes.get(i))]
+
+
 # --- stored frames and boxes -------------------------------------------------------------------
 
 @dataclass
 class TrackPropagation:
-    """What a track propagation wrote: the frame indexes whose box changed, those that need a
-    look, fused boxes offered, the events (for undo)."""
+    """What a track propagation wrote: the frame indexes whose box changed, those whose box
+    changed enough to look at again (:func:`look_again`), those where a chain stopped ("needs
+    a look"), fused boxes offered, the events (for undo)."""
 
     track_id: int
     changed: list[int]
+    look_again: list[int]
     needs_look: list[int]
     offers: list[dict[str, Any]]
     event_ids: list[int]
     undo_ids: list[int]
     scene_data: dict[str, Any] | None
+    started_from: int | None = None  # the pre-label a new track was started from
 
     def as_dict(self) -> dict[str, Any]:
-        return {"track_id": self.track_id, "changed_frames": self.changed,
+        return {"track_id": self.track_id, "changed_frames": self.changed, "look_again": self.look_again,
                 "needs_look": self.needs_look, "fused": self.offers, "events": self.event_ids,
-                "undo": self.undo_ids, "scene": self.scene_data}
+                "undo": self.undo_ids, "scene": self.scene_data, "started_from": self.started_from}
 
 
 def _keyframes(frames: list[Frame], track_id: int) -> tuple[dict[int, dict[str, float]], int]:
+    """The track's keyframes by position: its manual boxes and its pending pre-labels (the
+    detector's box a track was started from, until the annotator accepts or rejects it)."""
     keyframes: dict[int, dict[str, float]] = {}
     classes = set()
     for i, frame in enumerate(frames):
-        drawn = [b for b in frame.boxes if b.track_id == track_id and b.source == BoxSource.manual]
-        if len(drawn) > 1:
-            raise PropagationRefused(f"Track {track_id} has {len(drawn)} drawn boxes on frame "
-                                     f"{frame.frame_index}: keep one, or split the track.",
+        keys = [b for b in frame.boxes if b.track_id == track_id and b.source in KEY_SOURCES]
+        if len(keys) > 1:
+            raise PropagationRefused(f"Track {track_id} has {len(keys)} boxes to start from on frame "
+                                     f"{frame.frame_index} (drawn boxes or the pre-label it was "
+                                     "started from): keep one, or split the track.",
                                      frame=frame.frame_index)
-        if drawn:
-            keyframes[i] = plain(drawn[0])
-            classes.add(drawn[0].class_id)
+        if keys:
+            keyframes[i] = plain(keys[0])
+            classes.add(keys[0].class_id)
     if not keyframes:
-        raise PropagationRefused(f"Track {track_id} has no drawn box in this scene: draw or "
-                                 "correct one first.")
+        raise PropagationRefused(f"Track {track_id} has no drawn box (nor a pre-label it was started "
+                                 "from) in this scene: draw or accept a box first.")
     if len(classes) > 1:
         raise PropagationRefused(f"Track {track_id} has boxes of {len(classes)} classes: give the "
                                  "track one class first.")
@@ -259,26 +289,61 @@ def _stored(frames: list[Frame], track_id: int) -> TrackBoxes:
     return out
 
 
-def propagate_stored_track(scene: Scene, track_id: int, user: User | None,
-                           changed: Frame | None = None) -> TrackPropagation:
+def seed_prelabel(scene: Scene, payload: dict[str, Any]) -> tuple[int | None, Box | None]:
+    """The track a propagate request names and, when its ``box_id`` is a pending pre-label
+    without a track, that pre-label (the track is then new: None). A box of a track stands
+    for its track."""
+    track_id, box_id = payload.get("track_id"), payload.get("box_id")
+    if track_id is not None and not is_db_int(track_id, minimum=1):
+        raise PropagationRefused(f"'track_id' must be a track id, not {shown(track_id)}.")
+    if box_id is None:
+        if track_id is None:
+            raise PropagationRefused("Name the track ('track_id') or the pre-label to start one "
+                                     "from ('box_id').")
+        return track_id, None
+    if not is_db_int(box_id, minimum=1):
+        raise PropagationRefused(f"'box_id' must be a box id, not {shown(box_id)}.")
+    box = db.session.get(Box, box_id)
+    if box is None or box.frame.scene_id != scene.id:
+        raise PropagationRefused(f"Box {box_id} ('box_id') is not in scene {scene.id} (it may have "
+                                 "been deleted).", status=404)
+    if box.track_id is None and box.source != BoxSource.model:
+        raise PropagationRefused(f"Box {box_id} is not a pending pre-label: only a pre-label "
+                                 "starts a track this way.", status=409)
+    if track_id is not None and box.track_id != track_id:
+        raise PropagationRefused(f"Box {box_id} is not in track {track_id}.", status=409)
+    return (box.track_id, None) if box.track_id is not None else (None, box)
+
+
+def propagate_stored_track(scene: Scene, track_id: int | None, user: User | None,
+                           changed: Frame | None = None, seed: Box | None = None) -> TrackPropagation:
     """Propagate a track through ``scene`` (only the spans bounded by ``changed``, when
-    given) and store the boxes that changed, in one transaction."""
+    given) and store the boxes that changed, in one transaction. With ``seed`` (a pending
+    pre-label without a track) a new track is started from it: the pre-label gets the track's
+    id (an ``update`` event, so undo takes it back) and stays pending."""
     check_editable(scene, user)  # before the flow: a refusal should not wait for it
     frames = list(scene.frames)
-    keyframes, class_id = _keyframes(frames, track_id)
-    around = None
-    if changed is not None:
-        around = next((i for i, f in enumerate(frames) if f.id == changed.id), None)
-        if around is None:
-            raise PropagationRefused(f"Frame {changed.id} is not in scene {scene.id}.")
-    result = propagate_track(len(frames), keyframes,
-                             lambda i, j: frame_flow(frames[i], frames[j]), around)
-    before = _stored(frames, track_id)
-    # A keyframe drawn where the track had a propagated box supersedes that box.
-    positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}
-                       | {i for i in result.covered if i in keyframes and i in before.boxes})
     try:
-        events = start_editing(changed or frames[min(keyframes)], user)
+        seeded = []
+        if seed is not None:
+            snapshot, track_id = seed.as_dict(), next_track_id(scene.id)
+            seed.track_id = track_id
+            db.session.flush()
+            seeded.append(dict(frame=seed.frame, box_id=seed.id, before=snapshot, after=seed.as_dict()))
+        keyframes, class_id = _keyframes(frames, track_id)
+        around = None
+        if changed is not None:
+            around = next((i for i, f in enumerate(frames) if f.id == changed.id), None)
+            if around is None:
+                raise PropagationRefused(f"Frame {changed.id} is not in scene {scene.id}.")
+        result = propagate_track(len(frames), keyframes,
+                                 lambda i, j: frame_flow(frames[i], frames[j]), around)
+        before = _stored(frames, track_id)
+        # A keyframe drawn where the track had a propagated box supersedes that box.
+        positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}
+                           | {i for i in result.covered if i in keyframes and i in before.boxes})
+        events = start_editing(changed or (seed.frame if seed else frames[min(keyframes)]), user)
+        events += [record_event(user, "update", "model", **kw) for kw in seeded]
         for i in positions:
             box = None if i in keyframes else result.boxes.get(i)
             events += _rewrite(frames[i], track_id, class_id, box, user)
@@ -286,10 +351,13 @@ def propagate_stored_track(scene: Scene, track_id: int, user: User | None,
     except BaseException:
         db.session.rollback()
         raise
-    return TrackPropagation(track_id, [frames[i].frame_index for i in positions],
+    # A first propagation is all new: the lane shows its boxes as suggestions to check anyway.
+    again = [frames[i].frame_index for i in look_again(before, result)
+             if i not in keyframes] if before.boxes else []
+    return TrackPropagation(track_id, [frames[i].frame_index for i in positions], again,
                             sorted(frames[i].frame_index for i in result.needs_look),
                             fused_offers(scene.id, track_id), change.event_ids, change.undo_ids,
-                            change.scene_data)
+                            change.scene_data, seed.id if seed is not None else None)
 
 
 def _rewrite(frame: Frame, track_id: int, class_id: int, box: dict[str, Any] | None,

@@ -11,7 +11,10 @@ Design choices:
   the scene listing the accepted frames, for the reviewer.
 - Accepting turns the track's propagated boxes in a span into manual boxes with ``accept``
   events of source ``propagated``, exactly as accepting them one by one would: model feedback
-  and the review gate count them the same way.
+  and the review gate count them the same way. Pending pre-labels without a track that are
+  one object with an accepted track's box (the fused-box rule, :mod:`.track_fuse`) are
+  retired in the same transaction with ``replace`` events, so the gate does not keep them
+  as undecided and model feedback does not count them as rejected; one undo restores all.
 - Frames are named by their ``frame_index`` (the decoder's numbering the workspace shows).
 """
 from __future__ import annotations
@@ -23,9 +26,11 @@ import sqlalchemy as sa
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, Scene, User
+from .boxes import plain
 from .event_log import record_event
 from .input_checks import is_db_int, shown
 from .review_gate import spans
+from .track_fuse import same_object
 from .workflow import Change, LabelRefused, atomic, commit, start_editing
 
 
@@ -158,16 +163,19 @@ def set_class(scene_id: int, payload: dict[str, Any], user: User) -> Change:
 
 
 @atomic
-def accept(scene_id: int, payload: dict[str, Any], user: User) -> Change:
+def accept(scene_id: int, payload: dict[str, Any], user: User) -> tuple[Change, int]:
     """Accept the track's suggestions (propagated boxes and pre-labels) on frames
-    ``from_frame..to_frame`` (default: the whole scene) as manual boxes."""
+    ``from_frame..to_frame`` (default: the whole scene) as manual boxes, and retire the
+    pending pre-labels without a track that are the detector's view of the track's box there;
+    the change and how many pre-labels were retired."""
     scene = _scene(scene_id)
     boxes = _existing(scene, payload)
     first = _frame_index(payload, "from_frame", scene.first_frame)
     last = _frame_index(payload, "to_frame", scene.last_frame)
     if first > last:
         raise LabelRefused(f"'from_frame' {first} is after 'to_frame' {last}.")
-    chosen = [b for b in boxes if b.source != BoxSource.manual and first <= b.frame.frame_index <= last]
+    in_span = [b for b in boxes if first <= b.frame.frame_index <= last]
+    chosen = [b for b in in_span if b.source != BoxSource.manual]
     if not chosen:
         raise LabelRefused(f"Track {boxes[0].track_id} has no suggestion to accept on frames "
                            f"{first}-{last}.", status=409)
@@ -180,9 +188,27 @@ def accept(scene_id: int, payload: dict[str, Any], user: User) -> Change:
         events.append(record_event(user, "accept", source, frame=box.frame, box_id=box.id,
                                    before=before, after=box.as_dict()))
         frames.append(box.frame.frame_index)
+    retired = _retire_duplicates(in_span, user)
+    events += retired
     events.append(record_event(user, "accept_track", "propagated", scene_id=scene.id, after={
         "track_id": boxes[0].track_id, "frames": frames, "spans": spans(frames)}))
-    return commit(Change(None, events, scene))
+    return commit(Change(None, events, scene)), len(retired)
+
+
+def _retire_duplicates(track_boxes: list[Box], user: User) -> list[LabelEvent]:
+    """Remove the pending pre-labels without a track of each box's class that are one object
+    with it (:func:`.track_fuse.same_object`): once the track is accepted they would only be
+    counted as undecided. A ``replace`` event each, as for a carried box on key P: undoable,
+    and not a rejection in model feedback (the detector found the object)."""
+    events = []
+    for box in track_boxes:
+        for pre in [p for p in box.frame.boxes if p.source == BoxSource.model and p.track_id is None
+                    and p.class_id == box.class_id and same_object(plain(box), plain(p))]:
+            events.append(record_event(user, "replace", pre.source.value, frame=pre.frame,
+                                       box_id=pre.id, before=pre.as_dict()))
+            db.session.delete(pre)
+    db.session.flush()
+    return events
 
 
 @atomic

@@ -30,7 +30,7 @@
     view: { scale: 1, ox: 0, oy: 0, fitted: false },
     undo: [], redo: [], images: new Map(), drag: null, hover: null,
     pending: 0, tmp: 0, spaceDown: false, gate: null,
-    track: null, trackAccepted: {}, needsLook: {}, corrected: {}, lastChanged: [], offers: [],
+    track: null, trackAccepted: {}, needsLook: {}, lookAgain: {}, corrected: {}, lastChanged: [], offers: [],
   };
   window.sonolabel = S; // for debugging from the console and for end-to-end tests
 
@@ -91,6 +91,25 @@
     refresh();
   }
 
+  async function reloadScene() {
+    try {
+      const data = await api("GET", root.dataset.sceneUrl);
+      const selId = S.sel && S.sel.id;
+      S.sel = null;
+      for (const f of S.frames) {
+        S.boxes[f.id] = data.boxes[String(f.id)] || [];
+        S.sel = S.sel || S.boxes[f.id].find((b) => b.id === selId) || null;
+      }
+      for (const f of data.frames) {
+        const here = S.frames.find((x) => x.id === f.id);
+        if (here) here.reviewed_empty = f.reviewed_empty;
+      }
+    } catch (err) {
+      toast(`Could not reload the scene: ${err.message}`, "error");
+    }
+    refresh();
+  }
+
   function sceneChanged(scene) {
     if (!scene) return;
     const was = S.scene.status;
@@ -102,9 +121,10 @@
     renderHead();
   }
 
-  function remember(ids, frameId, what) {
+  /* ``wholeScene``: the change spans frames (a track operation), so undoing it reloads every frame. */
+  function remember(ids, frameId, what, wholeScene = false) {
     if (!ids || !ids.length) return;
-    S.undo.push({ ids, frameId, what });
+    S.undo.push({ ids, frameId, what, wholeScene });
     if (S.undo.length > 200) S.undo.shift();
     S.redo = [];
     renderUndo();
@@ -306,7 +326,7 @@
     enqueue(entry.frameId, async () => {
       try {
         const r = await api("POST", "/api/events/revert", { event_ids: entry.ids });
-        to.push({ ids: r.undo_ids, frameId: entry.frameId, what: entry.what });
+        to.push({ ids: r.undo_ids, frameId: entry.frameId, what: entry.what, wholeScene: entry.wholeScene });
         sceneChanged(r.scene);
       } catch (err) {
         if (err instanceof ApiError && err.status === 409) { S.undo = []; S.redo = []; }
@@ -315,7 +335,7 @@
         renderUndo();
       }
       await loadTrackState(); // a fuse undone (or a pre-label restored) brings its offer back
-      await reloadFrame(entry.frameId);
+      await (entry.wholeScene ? reloadScene() : reloadFrame(entry.frameId));
     });
   }
   const undo = () => undoRedo(S.undo, S.redo, "undo");
@@ -354,6 +374,7 @@
     if (i < 0 || i >= S.frames.length) return;
     if (S.drag) S.drag = null;
     S.cur = i;
+    for (const seen of Object.values(S.lookAgain)) seen.delete(frame().index);
     if (S.sel && S.sel.frame_id !== frame().id) S.sel = null;
     prefetch();
     refresh();
@@ -498,7 +519,7 @@
     for (const t of r.tracks) S.trackAccepted[t.track_id] = t.accepted;
     S.offers = r.offers;
     S.sel = null;
-    remember(r.undo_ids, frame().id, what);
+    remember(r.undo_ids, frame().id, what, true);
     sceneChanged(r.scene);
     refresh();
   }
@@ -573,26 +594,38 @@
   }
 
   /* T: propagate the selected track from its drawn boxes; after a correction only the spans
-   * that frame bounds are recomputed. Only the frames whose box changed are reloaded. */
+   * that frame bounds are recomputed. Only the frames whose box changed are reloaded. With a
+   * pending pre-label without a track selected, T starts a track from it: the pre-label stays
+   * pending (Shift+T accepts it with the track) and is the track's keyframe. */
   function propagateTrack() {
-    if (!needTrack()) return;
-    const id = S.track, f = frame();
-    const corrected = S.corrected[id];
+    const f = frame();
+    const seed = S.sel && S.sel.frame_id === f.id && S.sel.source === "model" && S.sel.track_id == null ? S.sel : null;
+    if (seed ? !guardEdit() : !needTrack()) return;
+    let id = seed ? null : S.track;
+    const corrected = seed ? null : S.corrected[id];
     enqueue(f.id, async () => {
-      const body = { track_id: id };
+      const body = seed ? { box_id: seed.id } : { track_id: id };
       if (corrected != null) body.frame_id = corrected;
       const r = await api("POST", root.dataset.propagateTrackUrl, body);
+      id = r.track_id;
       delete S.corrected[id];
       for (const t of r.frames) S.boxes[t.frame_id] = t.boxes;
       const changedIds = new Set(S.frames.filter((x) => r.changed_frames.includes(x.index)).map((x) => x.id));
       for (const fid of changedIds) if (!r.frames.some((t) => t.frame_id === fid)) S.boxes[fid] = [];
       S.needsLook[id] = r.needs_look;
+      // Frames whose box moved visibly since it was last seen: marked on the lane until visited.
+      S.lookAgain[id] = new Set(r.look_again.filter((i) => i !== f.index));
       S.lastChanged = r.changed_frames;
       S.offers = S.offers.filter((o) => o.track_id !== id).concat(r.fused);
+      if (r.started_from != null) {
+        S.track = id;
+        S.sel = (S.boxes[f.id] || []).find((b) => b.id === r.started_from) || null;
+      }
       if (S.sel && !(S.boxes[S.sel.frame_id] || []).includes(S.sel)) S.sel = null;
-      remember(r.undo_ids, f.id, "propagate track");
+      remember(r.undo, f.id, r.started_from != null ? "start track" : "propagate track", true);
       sceneChanged(r.scene);
-      toast(`Track ${id}: ${plural(r.changed_frames.length, "frame")} changed` +
+      toast((r.started_from != null ? `Track ${id} started from pre-label #${r.started_from} (still pending: Shift+T accepts it with the track). ` : "") +
+        `Track ${id}: ${plural(r.changed_frames.length, "frame")} changed` +
         (r.needs_look.length ? `; frame ${r.needs_look.join(", ")} needs a look (the object may have left the plane).` : ".") +
         (r.fused.length ? ` The detector also found it on ${plural(r.fused.length, "frame")}: U fuses its edges into the track.` : ""), "info");
       refresh();
@@ -651,13 +684,15 @@
       lane.dataset.trackId = t.id;
       lane.style.borderLeft = `3px solid ${classOf([...t.classes][0]).color}`;
       const look = S.needsLook[t.id] || [];
+      const again = S.lookAgain[t.id] || new Set();
       S.frames.forEach((f, i) => {
         const c = document.createElement("span");
         const fusable = t.at.has(i) && offersHere(f).some((o) => o.track_id === t.id);
         const state = look.includes(f.index) ? "look" : trackAcceptedAt(t, i) ? "acc" : t.key.has(i) ? "key"
-          : fusable ? "fuse" : t.at.has(i) ? "has" : "";
+          : again.has(f.index) ? "again" : fusable ? "fuse" : t.at.has(i) ? "has" : "";
         c.className = `${state}${i === S.cur ? " cur" : ""}`;
         c.title = `Track ${t.id}, frame ${f.index}: ${{ look: "needs a look", acc: "accepted", key: "keyframe (drawn)",
+          again: "propagated suggestion that moved since you saw it: look again",
           fuse: "propagated suggestion, the detector's box offered (U fuses)", has: "propagated suggestion", "": "no box" }[state]}`;
         c.addEventListener("click", () => { S.track = t.id; S.sel = null; goTo(i); });
         lane.appendChild(c);
@@ -667,7 +702,15 @@
   }
 
   $("track-propagate").addEventListener("click", propagateTrack);
-  $("track-accept").addEventListener("click", () => trackOp("accept", {}, "accept track"));
+  /* Shift+T: accept the track on every frame; the server also retires the pending pre-labels
+   * (no track, the track's class) that overlap its boxes, the detector's duplicates of it. */
+  function acceptTrack() {
+    trackOp("accept", {}, "accept track", (r) => {
+      toast(`Track accepted${r.retired ? `; ${plural(r.retired, "overlapping pre-label")} retired (the same object)` : ""}.`, "info");
+    });
+  }
+
+  $("track-accept").addEventListener("click", acceptTrack);
   $("track-accept-here").addEventListener("click", () =>
     trackOp("accept", { from_frame: S.frames[0].index, to_frame: frame().index }, "accept track span"));
   $("track-split").addEventListener("click", () =>
@@ -973,7 +1016,7 @@
     }
     else if (k === "e" || k === "E") noFindings();
     else if (k === "p" || k === "P") propagate();
-    else if (k === "T" && e.shiftKey) { if (needTrack()) trackOp("accept", {}, "accept track"); }
+    else if (k === "T" && e.shiftKey) { if (needTrack()) acceptTrack(); }
     else if (k === "t") propagateTrack();
     else if (k === "u" || k === "U") fuse();
     else if (k === "f" || k === "F") fit();
