@@ -36,6 +36,7 @@ def index() -> Any:
     startable = [k for k, spec in KINDS.items() if role == Role.admin or role in spec.roles]
     return render_template(
         "jobs/index.html", jobs=job_runner.list_jobs(100), startable=startable,
+        retrain=KINDS["retrain"].params,  # the form shows the job's own defaults
         no_worker=no_worker_minutes(),
         datasets=db.session.scalars(sa.select(DatasetVersion).order_by(DatasetVersion.id.desc())).all(),
         versions=registry.list_versions(), active=registry.active_version(),

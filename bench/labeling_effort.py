@@ -19,31 +19,30 @@ interpolation and tracks stay within a scene; 0 or more than ``--frames``: one s
 * track: per object of the scene (:func:`annotator_tracks`: the region a person sees go on
   from frame to frame), keyframes on the object's first and last frame, then the track
   engine (``annotator.services.track_propagation.propagate_track``, key T) carries it through
-  the scene. Then, as in the workspace: the frame whose propagated box is worst (lowest IoU
-  with the truth; no box counts as 0; ties: the frame furthest from a keyframe) becomes a
-  keyframe (adjust when the propagated box had IoU >= 0.3, else draw), only the spans it
-  bounds are re-propagated, and so on until every frame of the object has a keyframe or a
-  box at IoU >= 0.7. Where propagation stopped ("needs a look") and the object goes on,
-  that is a frame without a box: it gets a keyframe the same way. A propagated box where the
-  object is not (before its first frame, past its last, in a gap) is deleted (one action
-  each), except that when the first propagation leaves more of those than the object has
-  frames left to draw, the annotator undoes it (Ctrl+Z, counted as one delete) and draws the
-  object's boxes by hand. Then one accept (Shift+T) per run of consecutive frames the track
-  keeps. An object on one frame is one draw;
+  the scene. Then, as in the workspace, a checking pass in frame order: the first frame whose
+  propagated box is off (IoU < 0.7 with the truth, or no box where the object goes on: where
+  propagation stopped, "needs a look") becomes a keyframe (adjust when the propagated box had
+  IoU >= 0.3, else draw), only the spans it bounds are re-propagated, and the pass goes on
+  from there until every frame of the object has a keyframe or a box at IoU >= 0.7. A
+  propagated box where the object is not (before its first frame, past its last, in a gap)
+  is deleted (one action each), except that when the first propagation leaves more of those
+  than the object has frames left to draw, the annotator undoes it (Ctrl+Z, counted as one
+  delete) and draws the object's boxes by hand. Then one accept (Shift+T) per run of
+  consecutive frames the track keeps. An object on one frame is one draw;
 * track, first keyframe only / track, clearest keyframe: the same with one keyframe before
   the first propagation, on the object's first frame, or where it shows largest (a person
   draws an object where it is clearest); further keyframes only where the track needs one;
 * track + pre-labels: track, clearest keyframe, with the model's pre-labels in the scene.
-  The first keyframe is a shown pre-label when one matches the object there (accept at
-  IoU >= 0.7, adjust at 0.3-0.7, instead of a draw; an accepted pre-label starts a track of
-  its own in the app). After the first propagation, a pre-label matching the object at
-  IoU >= 0.7 and overlapping the propagated box at IoU >= 0.5 is taken as the fused box the
-  app offers (one accept; it becomes a keyframe). The simulated annotator's tracks cover every
-  object, so no pre-label finds an object the tracks miss; every other shown pre-label is
-  left pending and must be rejected (one delete each), since the review gate refuses a scene
-  with an undecided pre-label, including those duplicating a track's box (the output says
-  how many, and, apart and never counted as a strategy, what it would take if accepting a
-  track retired the pending pre-labels it overlaps, as key P does for a carried box).
+  An object with a shown pre-label matching it at IoU >= 0.7 on some frame starts its track
+  from that pre-label (T on it, no action: it is accepted with the track; of several, the
+  one where the object shows largest); otherwise a pre-label at IoU 0.3-0.7 on the clearest
+  frame is adjusted (an edited pre-label is accepted), or the keyframe is drawn. Where the
+  checking pass corrects a frame and a pre-label matching the object at IoU >= 0.7 overlaps
+  the propagated box at IoU >= 0.5, the app's fused box is taken (U, one accept) instead of
+  an adjust. Accepting a track retires the pending pre-labels of its class that overlap its
+  boxes (IoU >= 0.5), as key P does for a carried box; every other shown pre-label is a
+  false positive and is rejected (one delete each), since the review gate refuses a scene
+  with an undecided pre-label.
 
 The simulated annotator, per frame of the frame-by-frame strategies, matches the proposed
 boxes to the truth (same class, greedy by IoU): IoU >= 0.7 is accepted as is (one "accept
@@ -51,8 +50,9 @@ all" action per frame, Shift+Y), 0.3-0.7 is adjusted (one action; an edited pre-
 as accepted), a proposal left unmatched is deleted (one action) and a truth box left
 unmatched is drawn (one action). Boxes under ``--min-box`` pixels on either side are ignored
 (an annotator would not draw them either). Proposals with a confidence under
-``--threshold`` are hidden, as by the workspace's threshold slider (default: the run's
-validation-F1 threshold, else 0.5).
+``--threshold`` are hidden, as by the workspace's threshold slider (default: for each
+pre-label strategy, the score with the fewest actions on ``--tune-videos`` validation sweeps,
+among 0.5-0.95 and the run's validation-F1 threshold; :func:`tune_scores`).
 
 Time: a keystroke-level estimate (Card, Moran & Newell, "The keystroke-level model for user
 performance time with interactive systems", CACM 23(7), 1980: K = 0.2 s a keystroke for an
@@ -70,9 +70,11 @@ for drawing a box:
 * delete 2.85 s: M + P + click (0.2) + K (the Delete key);
 * accept 1.75 s: M + 2K (Shift+Y for a frame, Shift+T for a track);
 * per frame looked at 1.55 s: M + K (check the frame's boxes, then the next-frame key, or P).
-  Frame-by-frame strategies look at each frame once. The track strategies look at each frame
-  of a scene twice (once to find the objects' first and last frames, once to check the
-  propagated tracks) and again at every frame whose box a re-propagation changed;
+  Frame-by-frame strategies look at each frame once. The track strategies play the scene
+  once to find its objects (Space: M + K, then the frames at the sweep's 15 frames/s), look
+  at each frame once in the checking pass, and again at each frame behind the pass whose box
+  a re-propagation moved visibly (IoU < 0.9 with the box seen: the lane marks it "look
+  again", ``track_propagation.look_again``);
 * K = 0.2 s for each T (propagate a track) pressed.
 
 The model: ``--run DIR`` reuses the model in DIR (``model.pt``) or, when DIR holds none,
@@ -112,14 +114,16 @@ sys.path.insert(0, str(ROOT))
 from annotator.services.boxes import clip_box, greedy_match, iou  # noqa: E402
 from annotator.services.propagate import (DUPLICATE_IOU, FlowPair, flow_pair,  # noqa: E402
                                           propagate_boxes, reversed_pair)
-from annotator.services.track_propagation import (TrackBoxes, changed_positions,  # noqa: E402
+from annotator.services.track_propagation import (TrackBoxes, look_again,  # noqa: E402
                                                   propagate_track)
 
 GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5
 SCENE_LENGTH = 20  # the app's default SONOLABEL_SCENE_LENGTH: how a sweep without cuts is cut
 ACTIONS = ("draw", "adjust", "delete", "accept")
 LINK_IOU, MAX_GAP = 0.5, 2
-SECONDS = {"draw": 7.0, "adjust": 7.0, "delete": 2.85, "accept": 1.75, "look": 1.55, "key": 0.2}
+PLAY_FPS = 15.0  # the phantom's frame rate, at which the workspace plays a scene (Space)
+SECONDS = {"draw": 7.0, "adjust": 7.0, "delete": 2.85, "accept": 1.75, "look": 1.55, "key": 0.2,
+           "play": 1.55, "played": 1 / PLAY_FPS}
 SOURCES = {
     "draw": "extreme clicking, Papadopoulos et al. ICCV 2017 (the traditional way: ~35 s)",
     "adjust": "at most a redraw (KLM M + two handle drags: 6.15 s)",
@@ -127,6 +131,8 @@ SOURCES = {
     "accept": "KLM M + 2K (Shift+Y, Shift+T; fuse U)",
     "look": "KLM M + K, per frame looked at (check it, next frame)",
     "key": "KLM K, per T pressed (propagate a track)",
+    "play": "KLM M + K, per scene played to find its objects (Space)",
+    "played": f"per frame played, at {PLAY_FPS:g} frames/s",
 }
 
 
@@ -194,7 +200,7 @@ def add(total: dict[str, int], counts: dict[str, int]) -> None:
 
 
 def new_counts() -> dict[str, int]:
-    return {k: 0 for k in (*ACTIONS, "look", "key")}
+    return {k: 0 for k in (*ACTIONS, "look", "key", "play", "played")}
 
 
 def actions(counts: dict[str, int]) -> int:
@@ -289,27 +295,34 @@ def first_keyframe(truth: dict[int, dict], policy: str) -> int:
 
 
 def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str = "draw",
-                start: dict | None = None, offers: dict[int, dict] | None = None,
-                policy: str = "ends", size: tuple[int, int] | None = None
+                start: dict | None = None, at: int | None = None,
+                offers: dict[int, dict] | None = None, policy: str = "ends",
+                size: tuple[int, int] | None = None
                 ) -> tuple[dict[str, int], dict[int, dict], set[int]]:
     """The actions to label one object (``truth``: position -> box) of a scene of ``n`` frames
     with the track engine; the boxes the track ends with (position -> box); the positions of
     the ``offers`` taken.
 
     ``policy``: where the keyframes go before the first propagation (:data:`KEYFRAMES`); after
-    it, only where the track needs one. ``first``: what the first keyframe costs (draw, or
-    accept/adjust of a pre-label), ``start`` its box when not the truth's (an accepted
-    pre-label). ``offers``: pre-labels
-    matching the object at IoU >= 0.7 by position; where one overlaps the propagated box at
-    IoU >= 0.5 the app offers it as the fused box, and it is taken (one accept; a keyframe)."""
+    it, only where the track needs one. ``first``: what the first keyframe costs: draw, adjust
+    of a pre-label, or "seed" (T pressed on a pending pre-label at IoU >= 0.7: the track starts
+    from it and it is accepted with the track); ``start`` its box when not the truth's, ``at``
+    its position when not the policy's. ``offers``: pre-labels matching the object at
+    IoU >= 0.7 by position; where a frame needs a correction and its offer overlaps the
+    propagated box at IoU >= 0.5 (the app's fused box, key U), the offer is taken (one accept,
+    a keyframe) instead of an adjust."""
     counts = new_counts()
-    at, hi = first_keyframe(truth, policy), max(truth)
+    at = first_keyframe(truth, policy) if at is None else at
+    hi = max(truth)
     keys = {at: start or truth[at]}
-    counts[first] += 1
+    seeded = first == "seed"
+    counts["key" if seeded else first] += 1
     if len(truth) == 1:  # one frame: the box is all there is, nothing to propagate
+        counts["accept"] += int(seeded)  # Y on the pre-label
         return counts, {at: {**keys[at], "class_id": truth[at]["class_id"]}}, set()
 
     boxes: dict[int, dict] = {}
+    cursor = -1  # where the checking pass is: the frames behind it were looked at
 
     def propagate(around: int | None = None) -> None:
         part = propagate_track(n, keys, flow_at, around)
@@ -317,9 +330,9 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
         new = {j: b for j, b in new.items() if b is not None}
         before = TrackBoxes(boxes={j: b for j, b in boxes.items() if j in part.covered},
                             covered=part.covered)
-        if boxes:  # a re-propagation: the frames it changed are looked at again
-            changed = changed_positions(before, TrackBoxes(boxes=new, covered=part.covered))
-            counts["look"] += sum(1 for j in changed if j not in keys)
+        if boxes:  # a re-propagation: frames the pass has checked that the lane marks "look again"
+            changed = look_again(before, TrackBoxes(boxes=new, covered=part.covered))
+            counts["look"] += sum(1 for j in changed if j not in keys and j < cursor)
         counts["key"] += 1
         for j in part.covered:
             boxes.pop(j, None)
@@ -335,35 +348,36 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
         # propagation (Ctrl+Z; counted as one delete) and draw the object's other boxes.
         counts["delete"] += 1
         counts["draw"] += len(by_hand)
+        counts["accept"] += int(seeded)  # Y on the pre-label the track started from
         return counts, {i: {**keys.get(i, truth[i]), "class_id": truth[i]["class_id"]} for i in truth}, set()
-    fused = {i for i, p in (offers or {}).items()
-             if i not in keys and i in boxes and iou(boxes[i], p) >= DUPLICATE_IOU}
-    if fused:
-        keys.update({i: offers[i] for i in fused})
-        counts["accept"] += len(fused)
-        propagate()
-    while True:
-        worst = None
-        for i, want in truth.items():
-            if i in keys:
-                continue
-            overlap = iou(boxes[i], want) if i in boxes else 0.0
-            if overlap < GOOD_IOU:
-                # ties (several frames without a box): the middle of the stretch, as a person would
-                rank = (overlap, -min(abs(i - k) for k in keys))
-                if worst is None or rank < worst[0]:
-                    worst = (rank, i)
-        if worst is None:
+    fused: set[int] = set()
+    while True:  # the checking pass, in frame order: the first frame that needs a correction
+        fit = {i: iou(boxes[i], want) if i in boxes else 0.0 for i, want in truth.items() if i not in keys}
+        bad = [i for i in sorted(fit) if fit[i] < GOOD_IOU]
+        if not bad:
             break
-        (overlap, _), i = worst
-        counts["adjust" if overlap >= ADJUST_IOU else "draw"] += 1
-        keys[i] = truth[i]
+        # The run of off frames the pass has come to, watched to its end: corrected where the
+        # box is worst (ties: the middle of the run, as a person would).
+        run = next(r for r in _runs(bad) if r[0] == bad[0])
+        middle = (run[0] + run[-1]) / 2
+        i = min(run, key=lambda j: (fit[j], abs(j - middle)))
+        cursor = max(cursor, run[-1])
+        overlap = fit[i]
+        offer = (offers or {}).get(i)
+        if offer is not None and i in boxes and iou(boxes[i], offer) >= DUPLICATE_IOU:
+            counts["accept"] += 1  # U: the detector's edges, the track's identity
+            keys[i] = offer
+            fused.add(i)
+        else:
+            counts["adjust" if overlap >= ADJUST_IOU else "draw"] += 1
+            keys[i] = truth[i]
         propagate(around=i)
     strays = [i for i in boxes if i not in truth]
     counts["delete"] += len(strays)
     for i in strays:
         del boxes[i]
-    counts["accept"] += sum(1 for run in _runs([*boxes, *keys]) if any(i in boxes for i in run))
+    counts["accept"] += sum(1 for run in _runs([*boxes, *keys])
+                            if any(i in boxes or (seeded and i == at) for i in run))
     final = {i: {**(keys[i] if i in keys else boxes[i]), "class_id": truth[i]["class_id"]}
              for i in [*boxes, *keys]}
     return counts, final, fused
@@ -371,17 +385,14 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
 
 def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[list[dict]] | None = None,
                     show_score: float = SHOW_SCORE, size: tuple[int, int] | None = None,
-                    policy: str = "ends", retire: bool = False) -> dict[str, int]:
+                    policy: str = "ends") -> dict[str, int]:
     """The track strategy on one scene (``truth`` per position); with ``prelabels`` (the
     model's boxes per position) the track + pre-labels strategy. Also counts, under
-    ``duplicates``, the deletes of pre-labels that overlap a finished track's box.
-
-    ``retire``: what the app would cost if accepting a track retired the pending pre-labels
-    of its class that its boxes overlap (IoU >= 0.5), as key P does for a carried box: no
-    fused boxes are taken, and those pre-labels cost nothing (not how the app works today)."""
+    ``retired``, the pending pre-labels a track's accept retired (IoU >= 0.5 with its box)."""
     n = len(truth)
     counts = new_counts()
-    counts["look"] += 2 * n
+    # The scene played once to find its objects, then every frame checked once.
+    counts.update(play=1, played=n, look=n)
     tracks = annotator_tracks(truth)
     shown = [[p for p in frame if p["score"] >= show_score] for frame in prelabels] if prelabels else None
     # each shown pre-label matched to at most one object's truth box on its frame (same class)
@@ -395,83 +406,99 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
     finals: dict[int, list[dict]] = defaultdict(list)
     for t, track in enumerate(tracks):
         mine = {key: overlap for key, (owner_t, overlap) in matched.items() if owner_t == t}
-        at = first_keyframe(track, policy)
-        at_first = next((key for key in mine if key[0] == at), None)
-        first, start = "draw", None
-        if at_first is not None:
-            first = "accept" if mine[at_first] >= GOOD_IOU else "adjust"
-            start = shown[at][at_first[1]] if first == "accept" else None
-            used.add(at_first)
-        offers = {} if retire else {
-            i: shown[i][j] for (i, j), overlap in mine.items() if overlap >= GOOD_IOU and i != at}
-        track_counts, final, fused = label_track(n, track, flow_at, first=first, start=start,
+        good = [key for key, overlap in mine.items() if overlap >= GOOD_IOU]
+        first, start, at = "draw", None, first_keyframe(track, policy)
+        counts["objects"] = counts.get("objects", 0) + 1
+        counts["seeded"] = counts.get("seeded", 0) + bool(good)
+        if good:  # T on the good pre-label where the object shows largest
+            seed = max(good, key=lambda key: (track[key[0]]["w"] * track[key[0]]["h"], mine[key]))
+            first, start, at = "seed", shown[seed[0]][seed[1]], seed[0]
+            used.add(seed)
+        else:
+            adjustable = next((key for key in mine if key[0] == at), None)
+            if adjustable is not None:  # an edited pre-label is an accepted one: a keyframe
+                first = "adjust"
+                used.add(adjustable)
+        offers = {i: shown[i][j] for (i, j), overlap in mine.items() if overlap >= GOOD_IOU and i != at}
+        track_counts, final, fused = label_track(n, track, flow_at, first=first, start=start, at=at,
                                                  offers=offers, policy=policy, size=size)
-        used |= {(i, j) for (i, j) in mine if i in fused}
+        used |= {(i, j) for (i, j) in mine if i in fused and offers.get(i) is shown[i][j]}
         add(counts, track_counts)
         for i, box in final.items():
             finals[i].append(box)
     if shown is not None:
         left = [(i, p) for i, frame in enumerate(shown) for j, p in enumerate(frame) if (i, j) not in used]
-        over = [any(b["class_id"] == p["class_id"] and iou(b, p) >= DUPLICATE_IOU for b in finals[i])
-                for i, p in left]
-        counts["duplicates"] = 0 if retire else sum(over)
-        counts["delete"] += len(left) - (sum(over) if retire else 0)
+        retired = sum(any(b["class_id"] == p["class_id"] and iou(b, p) >= DUPLICATE_IOU for b in finals[i])
+                      for i, p in left)
+        counts["retired"] = retired
+        counts["delete"] += len(left) - retired
     return counts
 
 
-WHAT_IF = "track + pre-labels, if accepting a track retired the pre-labels it overlaps"
 TRACK_STRATEGIES = [("track", "ends", False), ("track, first keyframe only", "first", False),
                     ("track, clearest keyframe", "clearest", False),
                     ("track + pre-labels", "clearest", True)]
 
 
+PRELABEL_STRATEGIES = ("pre-labels + propagation", "track + pre-labels")
+
+
 def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
                    predictions: list[list[dict]] | None, ks: list[int],
-                   show_score: float = SHOW_SCORE) -> dict[str, dict]:
+                   scores: dict[str, float] | None = None,
+                   only: set[str] | None = None) -> dict[str, dict]:
     """Every strategy's counts on one scene (``truth``, ``images``, the model's ``predictions``
-    per position; ``flow_at`` between positions)."""
+    per position; ``flow_at`` between positions); ``scores``: the score under which each
+    pre-label strategy hides the model's boxes (default ``SHOW_SCORE``); ``only``: just these
+    strategies."""
     n = len(truth)
     size = (images[0].shape[1], images[0].shape[0])
+    wanted = (lambda name: only is None or name in only)
+    score = (lambda name: (scores or {}).get(name, SHOW_SCORE))
     results: dict[str, dict] = {}
-    results["manual"] = {**new_counts(), "draw": sum(len(t) for t in truth), "look": n}
+    if wanted("manual"):
+        results["manual"] = {**new_counts(), "draw": sum(len(t) for t in truth), "look": n}
     for k in ks:
+        if not wanted(f"interpolation k={k}"):
+            continue
         proposals, cost = interpolated(truth, k)
         total = {**new_counts(), **cost, "look": n}
         for t in range(n):
             if proposals[t] is not None:
                 add(total, review(proposals[t], truth[t]))
         results[f"interpolation k={k}"] = total
-    total = {**new_counts(), "draw": len(truth[0]), "look": n}
-    for t in range(1, n):
-        carried = [{**b, "score": b["confidence"]}
-                   for b in propagate_boxes(images[t - 1], images[t], truth[t - 1], flow_at(t - 1, t))]
-        add(total, review(carried, truth[t]))
-    results["flow propagation"] = total
-    if predictions is not None:
+    if wanted("flow propagation"):
+        total = {**new_counts(), "draw": len(truth[0]), "look": n}
+        for t in range(1, n):
+            carried = [{**b, "score": b["confidence"]}
+                       for b in propagate_boxes(images[t - 1], images[t], truth[t - 1], flow_at(t - 1, t))]
+            add(total, review(carried, truth[t]))
+        results["flow propagation"] = total
+    name = "pre-labels + propagation"
+    if predictions is not None and wanted(name):
+        show = score(name)
         total = {**new_counts(), "look": n}
         for t in range(n):
             carried = [] if t == 0 else [
                 {**b, "score": b["confidence"]}
                 for b in propagate_boxes(images[t - 1], images[t], truth[t - 1], flow_at(t - 1, t))
-                if b["confidence"] >= show_score]
+                if b["confidence"] >= show]
             # The app's rule: a carried box takes the place of a pre-label it overlaps.
-            model = [p for p in predictions[t] if p["score"] >= show_score and not any(
+            model = [p for p in predictions[t] if p["score"] >= show and not any(
                 c["class_id"] == p["class_id"] and iou(c, p) >= DUPLICATE_IOU for c in carried)]
-            add(total, review(carried + model, truth[t], show_score))
-        results["pre-labels + propagation"] = total
+            add(total, review(carried + model, truth[t], show))
+        results[name] = total
     for name, policy, with_model in TRACK_STRATEGIES:
-        if with_model and predictions is None:
+        if (with_model and predictions is None) or not wanted(name):
             continue
         results[name] = simulate_tracks(truth, flow_at, predictions if with_model else None,
-                                        show_score, size, policy)
-    if predictions is not None:  # not a strategy of today's app: reported apart, never the best
-        results[WHAT_IF] = simulate_tracks(truth, flow_at, predictions, show_score, size,
-                                           TRACK_STRATEGIES[-1][1], retire=True)
+                                        score(name), size, policy)
     return results
 
 
 def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int],
-             show_score: float = SHOW_SCORE, scene_length: int = SCENE_LENGTH) -> dict[str, dict]:
+             scores: dict[str, float] | None = None, scene_length: int = SCENE_LENGTH,
+             only: set[str] | None = None) -> dict[str, dict]:
     """Every strategy's counts on one sweep, scene by scene (scenes of ``scene_length``
     frames, as the app cuts a sweep without cuts: key P, interpolation and tracks stay within
     a scene)."""
@@ -483,10 +510,40 @@ def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int],
         counts = simulate_scene([seq["truth"][t] for t in scene], [images[t] for t in scene],
                                 lambda i, j, s=s: flows(s + i, s + j),
                                 None if predictions is None else [predictions[t] for t in scene],
-                                ks, show_score)
+                                ks, scores, only)
         for name, c in counts.items():
             add(totals.setdefault(name, new_counts()), c)
     return totals
+
+
+TUNE_SCORES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+def tune_scores(run: Path, args: argparse.Namespace, work: Path, default: float) -> dict[str, float]:
+    """The score each pre-label strategy shows pre-labels from, chosen on validation sweeps
+    (seed ``--seed + 200``, as the model's own validation; never the held-out ones): the
+    candidate (``TUNE_SCORES`` and the run's own threshold) with the fewest actions, as a team
+    would set the workspace's slider for the way it works."""
+    from detector.phantom import generate
+
+    coco = generate(work / "tune", videos=args.tune_videos, frames=args.frames, size=args.size,
+                    seed=args.seed + 200)
+    seqs = load_sequences(coco, args.min_box)
+    predictions = predict(run, seqs)
+    scene_length = args.scene_length if 0 < args.scene_length < args.frames else args.frames
+    chosen = {}
+    for name in PRELABEL_STRATEGIES:
+        cost = {}
+        for value in sorted({*TUNE_SCORES, round(default, 2)}):
+            totals: dict[str, int] = {}
+            for seq, preds in zip(seqs, predictions):
+                for counts in simulate(seq, preds, [], {name: value}, scene_length, {name}).values():
+                    add(totals, counts)
+            cost[value] = actions(totals)
+        chosen[name] = min(cost, key=lambda v: (cost[v], v))
+        print(f"{name}: shown from score {chosen[name]:.2f} (actions on {len(seqs)} validation sweeps: "
+              + ", ".join(f"{v:.2f}: {c}" for v, c in sorted(cost.items())) + ")", flush=True)
+    return chosen
 
 
 def predict(run: Path, seqs: list[dict]) -> list[list[list[dict]]]:
@@ -564,20 +621,16 @@ def report(totals: dict[str, dict[str, int]], frames: int) -> list[str]:
     manual_n, manual_s = actions(totals["manual"]), seconds(totals["manual"])
     lines.append(f"{'strategy':<26}{'draw':>6}{'adjust':>8}{'delete':>8}{'accept':>8}{'actions':>9}"
                  f"{'/frame':>8}{'looks':>7}{'time min':>10}{'vs manual':>11}{'(time)':>8}")
-    what_if = totals.pop(WHAT_IF, None)
     for name, c in totals.items():
         n, s = actions(c), seconds(c)
         lines.append(f"{name:<26}{c['draw']:>6}{c['adjust']:>8}{c['delete']:>8}{c['accept']:>8}{n:>9}"
                      f"{n / frames:>8.2f}{c['look']:>7}{s / 60:>10.1f}{manual_n / max(1, n):>10.1f}x"
                      f"{manual_s / s:>7.1f}x")
-    if "duplicates" in totals.get("track + pre-labels", {}):
+    if "retired" in totals.get("track + pre-labels", {}):
         c = totals["track + pre-labels"]
-        lines.append(f"track + pre-labels: {c['duplicates']} of its {c['delete']} deletes are pending pre-labels "
-                     "over a finished track's box (IoU >= 0.5) that were not taken as its fused box")
-    if what_if is not None:
-        lines.append("not the app today: if accepting a track retired the pending pre-labels it overlaps "
-                     f"(as key P does for a carried box), track + pre-labels would take {actions(what_if)} "
-                     f"actions, {seconds(what_if) / 60:.1f} min")
+        lines.append(f"track + pre-labels: accepting its tracks retired {c['retired']} pending pre-labels "
+                     f"they overlap (IoU >= 0.5); {c['seeded']} of its {c['objects']} objects were started "
+                     f"from a pre-label (T), {c['delete']} deletes are left")
     assisted = [k for k in totals if k != "manual"]
     interp = [k for k in totals if k.startswith("interpolation")]
     best = min(assisted, key=lambda k: actions(totals[k]))
@@ -609,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-iters", type=int, default=180)
     p.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     p.add_argument("--no-model", action="store_true", help="skip the model and the pre-label strategies")
+    p.add_argument("--tune-videos", type=int, default=3,
+                   help="validation sweeps the pre-label strategies' score is chosen on (0: the run's threshold)")
     p.add_argument("--threshold", type=float,
                    help="score under which pre-labels and carried boxes are hidden "
                         "(default: the run's validation-F1 threshold, else 0.5)")
@@ -638,16 +693,20 @@ def main(argv: list[str] | None = None) -> int:
         seqs = load_sequences(coco, args.min_box)
         if not args.no_model:
             predictions = predict(run, seqs)
+        scores = {name: threshold for name in PRELABEL_STRATEGIES}
+        if not args.no_model and args.threshold is None and args.tune_videos:
+            scores = tune_scores(run, args, work, threshold)
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for i, seq in enumerate(seqs):
             preds = None if predictions is None else predictions[i]
-            for name, counts in simulate(seq, preds, ks, threshold, scene_length).items():
+            for name, counts in simulate(seq, preds, ks, scores, scene_length).items():
                 add(totals[name], counts)
     frames = sum(len(s["truth"]) for s in seqs)
     boxes = sum(len(t) for s in seqs for t in s["truth"])
     print(f"{len(seqs)} held-out phantom sweeps (seed {args.seed}), {frames} frames, {boxes} boxes "
           f"(>= {args.min_box:g} px) in scenes of {scene_length} frames; "
-          + ("no model" if predictions is None else f"pre-labels and carried boxes shown at score >= {threshold:.2f}"))
+          + ("no model" if predictions is None else "pre-labels shown from score "
+             + ", ".join(f"{v:.2f} ({k})" for k, v in scores.items())))
     print("\n".join(report(totals, frames)))
     return 0
 

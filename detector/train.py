@@ -65,6 +65,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from detector import recipe
 from detector.backbones import BACKBONES
 from detector.checkpoint import (atomic_save, load_matching, model_path, read_checkpoint,
                                  save_model)
@@ -90,17 +91,17 @@ class TrainConfig:
     model: str = "two_frame"
     val_coco: str | None = None
     val_images: str | None = None
-    epochs: int = 20
-    lr: float = 3e-4
-    batch: int = 4
-    size: int = 512
+    epochs: int = recipe.EPOCHS
+    lr: float = recipe.LR
+    batch: int = recipe.BATCH
+    size: int = recipe.SIZE
     seed: int = 0
     init: str | None = None
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
     max_iters: int | None = None
-    patience: int = 5
-    warmup_iters: int = 100
+    patience: int = recipe.PATIENCE
+    warmup_iters: int = recipe.WARMUP_ITERS
     weight_decay: float = 1e-4
     grad_clip: float = 10.0
     workers: int = 0
@@ -514,12 +515,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to train (not on which files, nor where to): ``train`` and
     ``cv`` (:mod:`detector.cv`) share them, and :func:`config_from_args` reads them back."""
     parser.add_argument("--model", choices=ARCHS, default="two_frame")
-    parser.add_argument("--epochs", type=positive(int), default=20,
+    parser.add_argument("--epochs", type=positive(int), default=recipe.EPOCHS,
                         help="passes over the training set (under torchrun too)")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--batch", type=positive(int), default=4,
+    parser.add_argument("--lr", type=float, default=recipe.LR)
+    parser.add_argument("--batch", type=positive(int), default=recipe.BATCH,
                         help="images per step and process")
-    parser.add_argument("--size", type=positive(int), default=512,
+    parser.add_argument("--size", type=positive(int), default=recipe.SIZE,
                         help="input size in pixels, a multiple of 32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", help="model.pt (or its run directory) whose matching weights "
@@ -527,7 +528,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--backbone-weights", help="local ImageNet checkpoint of the backbone")
     parser.add_argument("--max-iters", type=positive(int), help="optimiser steps at most")
-    parser.add_argument("--patience", type=positive(int), default=5)
+    parser.add_argument("--patience", type=positive(int), default=recipe.PATIENCE)
     parser.add_argument("--classes", help="comma-separated category names (default: all)")
     parser.add_argument("--no-augment", action="store_true", help="the same as --augment-set none")
     parser.add_argument("--augment-set", choices=AUGMENT_SETS, default="default",

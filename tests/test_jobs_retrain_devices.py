@@ -140,3 +140,27 @@ def test_cancelling_a_torchrun_job_ends_every_training_process(japp):
         assert db.session.scalar(db.select(db.func.count(ModelVersion.id))) == 0
     assert "run" in seen and not seen["run"].exists()
     assert _processes_mentioning(str(seen["run"])) == []
+
+
+def test_the_retrain_job_and_its_form_default_to_the_cli_recipe(japp, login):
+    """An admin who starts retraining without touching the form trains the recipe that
+    ``python -m detector train`` uses when given no option."""
+    import argparse
+    import re
+
+    from detector.train import add_train_options
+
+    from annotator.services.job_kinds import KINDS
+
+    parser = argparse.ArgumentParser()
+    add_train_options(parser)
+    cli = parser.parse_args([])
+    params = KINDS["retrain"].params
+    assert (params["epochs"].default, params["size"].default, params["batch"].default) == \
+        (cli.epochs, cli.size, cli.batch)
+    tiny_version(japp)
+    client = login("admin")
+    page = client.get("/jobs").get_data(as_text=True)
+    form = page[page.index('id="retrain-form"'):page.index("</form>", page.index('id="retrain-form"'))]
+    shown = {name: int(value) for name, value in re.findall(r'name="(epochs|size)" [^>]*value="(\d+)"', form)}
+    assert shown == {"epochs": cli.epochs, "size": cli.size}

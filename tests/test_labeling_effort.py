@@ -130,21 +130,32 @@ def test_tracks_follow_the_region_on_screen_not_the_phantom_name():
     assert [sorted(t) for t in tracks] == [list(range(6)), [4]]
 
 
-def test_pre_labels_start_tracks_fuse_and_the_rest_cost_a_delete_each():
+def test_a_good_pre_label_starts_the_track_and_the_rest_are_retired_or_deleted():
     flow_at = effort.scene_flows(views(20))
     truth = [[box(i)] for i in range(20)]
     plain = effort.simulate_tracks(truth, flow_at, size=SIZE)
     assert actions(plain) == {"draw": 2, "adjust": 0, "delete": 0, "accept": 1}
-    assert plain["look"] == 40  # each frame twice: find the objects, check the tracks
+    # the scene played once to find the objects, each frame checked once
+    assert (plain["play"], plain["played"], plain["look"]) == (1, 20, 20)
     prelabels = [[] for _ in range(20)]
-    prelabels[0] = [{**box(0, x=box(0)["x"] + 1), "score": 0.9}]           # starts the track
+    prelabels[0] = [{**box(0, x=box(0)["x"] + 1), "score": 0.9}]           # starts the track (T)
     prelabels[4] = [{**box(4, x=5.0, y=5.0), "score": 0.9}]                 # a false positive
-    prelabels[10] = [{**box(10, y=box(10)["y"] - 1), "score": 0.9}]         # offered as fused
+    prelabels[10] = [{**box(10, y=box(10)["y"] - 1), "score": 0.9}]         # retired by the accept
     prelabels[15] = [{**box(15, x=5.0, y=5.0), "score": 0.2}]               # hidden by the slider
-    with_model = effort.simulate_tracks(truth, flow_at, prelabels, show_score=0.5, size=SIZE)
-    # accepts: the first keyframe, the fused box, the track; draw: the last keyframe
-    assert actions(with_model) == {"draw": 1, "adjust": 0, "delete": 1, "accept": 3}
-    assert with_model["duplicates"] == 0
+    with_model = effort.simulate_tracks(truth, flow_at, prelabels, show_score=0.5, size=SIZE,
+                                        policy="clearest")
+    # nothing drawn: T on the pre-label, one accept for the track, one delete for the false positive
+    assert actions(with_model) == {"draw": 0, "adjust": 0, "delete": 1, "accept": 1}
+    assert (with_model["seeded"], with_model["retired"]) == (1, 1)
+
+
+def test_a_correction_takes_the_fused_box_where_the_detector_found_the_object(monkeypatch):
+    monkeypatch.setattr(effort, "propagate_track", never_stops)
+    truth = {i: box(i, x=70.0 + (3.0 * i if i <= 10 else 30.0 + 0.5 * (i - 10))) for i in range(20)}
+    counts, final, fused = effort.label_track(20, truth, None, offers=dict(truth), size=SIZE)
+    # the drifting middle frame is corrected with U (an accept) instead of an adjust
+    assert actions(counts) == {"draw": 2, "adjust": 0, "delete": 0, "accept": 2}
+    assert len(fused) == 1 and min(effort.iou(final[i], truth[i]) for i in range(20)) >= effort.GOOD_IOU
 
 
 def test_time_model_states_a_source_for_every_figure():

@@ -26,6 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from detector import recipe
+
 from ..db import db
 from ..models import DatasetVersion, EvaluationReport, Job, JobStatus, ModelVersion, Role, User
 from . import ServiceError
@@ -186,10 +188,10 @@ def _check_retrain(params: dict[str, Any]) -> None:
 RETRAIN_PARAMS = {
     "dataset": Param(text, required=True, help="dataset version id or name"),
     "model": Param(choice(*MODEL_KINDS), "two_frame", help="single or two_frame"),
-    "epochs": Param(integer(1, 1000), 10, help="passes over the train part"),
+    "epochs": Param(integer(1, 1000), recipe.EPOCHS, help="passes over the train part"),
     "parent": Param(text, help="model version to start from"),
-    "size": Param(integer(64, 2048), 512, help="input size in pixels, a multiple of 32"),
-    "batch": Param(integer(1, 64), 4, help="images per step"),
+    "size": Param(integer(64, 2048), recipe.SIZE, help="input size in pixels, a multiple of 32"),
+    "batch": Param(integer(1, 64), recipe.BATCH, help="images per step"),
     "max_iters": Param(integer(1), help="stop after this many steps"),
     "device": Param(device, "auto", help="auto, cpu, cuda or cuda:N, on the worker"),
     "processes": Param(integer(1, MAX_PROCESSES), 1,
@@ -219,7 +221,7 @@ def run_retrain(ctx: JobContext, params: dict[str, Any], user: User | None) -> d
         model=params["model"], val_coco=str(val_coco) if val_coco else None,
         val_images=str(val_coco.parent) if val_coco else None, epochs=params["epochs"],
         batch=params["batch"], size=params["size"], init=init,
-        max_iters=params.get("max_iters"), warmup_iters=100,
+        max_iters=params.get("max_iters"),
         device=params.get("device", "auto"))
     processes = params.get("processes", 1)
     ctx.progress(1, f"training {params['model']} on {dataset.name} "
