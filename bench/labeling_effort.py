@@ -52,7 +52,7 @@ unmatched is drawn (one action). Boxes under ``--min-box`` pixels on either side
 (an annotator would not draw them either). Proposals with a confidence under
 ``--threshold`` are hidden, as by the workspace's threshold slider (default: for each
 pre-label strategy, the score with the fewest actions on ``--tune-videos`` validation sweeps,
-among 0.5-0.95 and the run's validation-F1 threshold; :func:`tune_scores`).
+among 0.5-0.99 and the run's validation-F1 threshold; :func:`tune_scores`).
 
 Time: a keystroke-level estimate (Card, Moran & Newell, "The keystroke-level model for user
 performance time with interactive systems", CACM 23(7), 1980: K = 0.2 s a keystroke for an
@@ -516,7 +516,7 @@ def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int],
     return totals
 
 
-TUNE_SCORES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+TUNE_SCORES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 
 
 def tune_scores(run: Path, args: argparse.Namespace, work: Path, default: float) -> dict[str, float]:
@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-box", type=float, default=6.0)
     p.add_argument("--train-videos", type=int, default=10)
     p.add_argument("--train-frames", type=int, default=24)
-    p.add_argument("--train-iters", type=int, default=180)
+    p.add_argument("--train-iters", type=int, default=300)
     p.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads")
     p.add_argument("--no-model", action="store_true", help="skip the model and the pre-label strategies")
     p.add_argument("--tune-videos", type=int, default=3,
