@@ -75,7 +75,8 @@ def offers(scene_id: int, track_id: int | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def _box(payload: dict[str, Any], key: str, scene: Scene) -> Box:
+def scene_box(payload: dict[str, Any], key: str, scene: Scene) -> Box:
+    """The box whose id is ``payload[key]``, refused unless it is a box of ``scene``."""
     value = payload.get(key)
     if not is_db_int(value, minimum=1):
         raise LabelRefused(f"'{key}' must be a box id, not {shown(value)}.")
@@ -93,7 +94,7 @@ def fuse(scene_id: int, payload: dict[str, Any], user: User) -> Change:
     scene = db.session.get(Scene, scene_id)
     if scene is None:
         raise LabelRefused(f"No scene {scene_id}.", status=404)
-    carried, prelabel = _box(payload, "box_id", scene), _box(payload, "prelabel_id", scene)
+    carried, prelabel = scene_box(payload, "box_id", scene), scene_box(payload, "prelabel_id", scene)
     if carried.source != BoxSource.propagated or carried.track_id is None:
         raise Conflict(f"Box {carried.id} is not a propagated box of a track (any more): there is "
                        "nothing to fuse.")

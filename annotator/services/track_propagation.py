@@ -54,7 +54,7 @@ from .boxes import clip_box, iou, plain
 from .event_log import record_event
 from .input_checks import is_db_int, shown
 from .propagate import FlowPair, PropagationRefused, frame_flow, move_box
-from .track_fuse import offers as fused_offers
+from .track_fuse import offers as fused_offers, scene_box
 from .tracks import next_track_id
 from .workflow import Change, check_editable, commit, start_editing
 
@@ -301,12 +301,7 @@ def seed_prelabel(scene: Scene, payload: dict[str, Any]) -> tuple[int | None, Bo
             raise PropagationRefused("Name the track ('track_id') or the pre-label to start one "
                                      "from ('box_id').")
         return track_id, None
-    if not is_db_int(box_id, minimum=1):
-        raise PropagationRefused(f"'box_id' must be a box id, not {shown(box_id)}.")
-    box = db.session.get(Box, box_id)
-    if box is None or box.frame.scene_id != scene.id:
-        raise PropagationRefused(f"Box {box_id} ('box_id') is not in scene {scene.id} (it may have "
-                                 "been deleted).", status=404)
+    box = scene_box(payload, "box_id", scene)
     if box.track_id is None and box.source != BoxSource.model:
         raise PropagationRefused(f"Box {box_id} is not a pending pre-label: only a pre-label "
                                  "starts a track this way.", status=409)
