@@ -30,7 +30,9 @@ DIR gets ``plan.json`` (settings and the fold of every image), per fold ``fold_K
 test}.json`` (COCO subsets, file names unchanged), ``fold_K/run/`` (the training run) and
 ``fold_K/report.json`` (the evaluation report), and ``cv.json`` (the summary; ``--summary``
 names another path). Run again with the same options and DIR to finish a run that stopped:
-folds with a report are reused; other options are refused.
+folds with a report are reused; other options are refused. ``--tta flip`` predicts each test
+fold with test-time flip (:mod:`detector.tta`); it counts among the options (a DIR evaluated
+without it is refused) and each fold's report records it as ``model.tta``.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import numpy as np
 
 from detector.cli import CliParser, fail, parse_or_code, positive
 from detector.near_duplicates import DEFAULT_MAX_DISTANCE, UnionFind, close_pairs, hash_files
+from detector.tta import TTA_CHOICES
 
 GROUP_BY = ("patient", "video", "image")
 PATIENT_FIELDS = ("patient_id", "patient", "patient_code")
@@ -188,9 +191,10 @@ def fold_row(report: dict[str, Any], seconds: float, counts: dict[str, int]) -> 
 
 
 def run_fold(k: int, fold_dir: Path, config: Any, images_dir: str,
-             parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+             parts: dict[str, dict[str, Any]], tta: str = "none") -> dict[str, Any]:
     """Train on ``parts['train']`` (validating on ``parts['val']`` when it has images),
-    evaluate on ``parts['test']``; writes and returns the fold's report."""
+    evaluate on ``parts['test']`` (predicting with ``tta``); writes and returns the fold's
+    report."""
     from detector.checkpoint import read_checkpoint
     from detector.evaluate import evaluate_detections
     from detector.predict import predict_coco
@@ -211,10 +215,11 @@ def run_fold(k: int, fold_dir: Path, config: Any, images_dir: str,
                   val_coco=str(paths["val"]) if has_val else None,
                   val_images=images_dir if has_val else None, resume=False))
     seconds = time.time() - started
-    dets = predict_coco(run_dir, paths["test"], images_dir, device=config.device)
+    dets = predict_coco(run_dir, paths["test"], images_dir, device=config.device, tta=tta)
     threshold = (read_checkpoint(run_dir).get("threshold") or {}).get("value")
     report = evaluate_detections(parts["test"], dets, threshold=threshold,
-                                 model={"name": f"fold {k + 1}", "run_dir": str(run_dir)})
+                                 model={"name": f"fold {k + 1}", "run_dir": str(run_dir),
+                                        "tta": tta})
     report["threshold"]["method"] = "the fold run's validation-f1 (calibrated scores)" \
         if threshold is not None else "0.5 (no validation part, or nothing found on it)"
     report["ground_truth"]["path"] = str(paths["test"])
@@ -282,7 +287,7 @@ def _write_json(path: Path, data: Any) -> None:
 def cross_validate(coco_path: str | Path, images_dir: str | Path, out: str | Path, config: Any,
                    folds: int = 5, group_by: str = "patient", seed: int = 0,
                    dup_distance: int = DEFAULT_MAX_DISTANCE, val_fraction: float = 0.15,
-                   summary_path: str | Path | None = None) -> dict[str, Any]:
+                   summary_path: str | Path | None = None, tta: str = "none") -> dict[str, Any]:
     """Plan the folds, run each (reusing finished ones), write and return the summary.
     ``config`` is a :class:`detector.train.TrainConfig` whose files are replaced per fold."""
     from tqdm import tqdm
@@ -299,6 +304,8 @@ def cross_validate(coco_path: str | Path, images_dir: str | Path, out: str | Pat
                 "train": {k: v for k, v in asdict(config).items()
                           if k not in {"coco", "images", "out", "val_coco", "val_images",
                                        "resume", "device", "workers"}}}
+    if tta != "none":  # only then, so that a DIR made before the option still matches
+        settings["tta"] = tta
     plan_file = out / "plan.json"
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -327,7 +334,7 @@ def cross_validate(coco_path: str | Path, images_dir: str | Path, out: str | Pat
                  "val": subset(coco, val_ids, f"cv fold {k + 1} validation"),
                  "test": subset(coco, test_ids, f"cv fold {k + 1} test")}
         rows.append(run_fold(k, fold_dir, replace(config, seed=seed), str(images_dir),
-                             parts)["cv"])
+                             parts, tta)["cv"])
         bar.set_postfix(AP50=f"{rows[-1]['AP50'] or 0:.3f}")
     bar.close()
     grouping = {k: v for k, v in plan["grouping"].items() if k != "dup_pair_list"}
@@ -356,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.15,
                         help="share of each fold's training images held out for validation")
     parser.add_argument("--summary", type=Path, help="summary JSON (default OUT/cv.json)")
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation of each fold's predictions (default none)")
     add_train_options(parser)
     args = parse_or_code(parser, sys.argv[1:] if argv is None else argv)
     if isinstance(args, int):
@@ -372,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = cross_validate(args.coco, args.images, args.out, config, folds=args.folds,
                                  group_by=args.group_by, seed=args.seed,
                                  dup_distance=args.dup_distance,
-                                 val_fraction=args.val_fraction, summary_path=args.summary)
+                                 val_fraction=args.val_fraction, summary_path=args.summary,
+                                 tta=args.tta)
     except (ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     g = summary["grouping"]

@@ -13,6 +13,8 @@ trained, :mod:`detector.calibration`); else 0.5, and the report says so. A run's
 carry its calibrated scores. False positives per minute use their
 own operating point (recall 0.9 on the evaluated set, as in UltraDet), independent of it.
 ``--fps`` defaults to each image's ``fps``, else ``info.fps`` of the COCO file, else 30.
+``--tta flip`` predicts with test-time horizontal flip (:mod:`detector.tta`), on the
+validation set too; the report records it as ``model.tta``.
 
 The metric code lives in :mod:`detector.metrics` (COCO AP, matching),
 :mod:`detector.sensitivity` (scenes, thresholds, FP tracks) and :mod:`detector.stats`
@@ -33,6 +35,7 @@ from detector.metrics import (Detections, GroundTruth, coco_metrics, coco_metric
                               load_detections, load_gt, match_detections)
 from detector.sensitivity import (choose_threshold, fp_tracks_per_minute, scene_sensitivity)
 from detector.stats import compare_reports
+from detector.tta import TTA_CHOICES
 
 REPORT_FORMAT = "sonolabel-detector-report"
 REPORT_VERSION = 1
@@ -135,7 +138,8 @@ def _run_model_info(run_dir: Path, name: str | None) -> dict[str, Any]:
     return info
 
 
-def _predict(run_dir: Path, coco: Path, images: Path, device: str, what: str) -> list[dict]:
+def _predict(run_dir: Path, coco: Path, images: Path, device: str, what: str,
+             tta: str = "none") -> list[dict]:
     from tqdm import tqdm
 
     from detector.predict import predict_coco  # needs torch and a trained run
@@ -147,7 +151,7 @@ def _predict(run_dir: Path, coco: Path, images: Path, device: str, what: str) ->
         bar.update(done - bar.n)
 
     try:
-        return predict_coco(run_dir, coco, images, device=device, progress=progress)
+        return predict_coco(run_dir, coco, images, device=device, progress=progress, tta=tta)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ValueError(f"prediction with {run_dir} failed: {exc}") from None
     finally:
@@ -166,6 +170,9 @@ def _evaluate_parser() -> CliParser:
     p.add_argument("--name", help="model name in the report (default: the run or file name)")
     p.add_argument("--device", default="auto",
                    help="where --run's model predicts: auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                   help="test-time augmentation of --run's model: flip also predicts on the "
+                        "mirrored images and merges the boxes (about twice the time)")
     p.add_argument("--threshold", type=float, help="fixed score threshold for sensitivity")
     p.add_argument("--val-coco", type=Path, help="validation COCO JSON to choose the threshold on")
     p.add_argument("--val-detections", type=Path, help="detections on --val-coco")
@@ -191,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("give --run RUN_DIR (with --images) or --detections DETS.json")
     if args.run is not None and args.images is None:
         return fail("--run needs --images DIR")
+    if args.tta != "none" and args.run is None:
+        return fail("--tta needs --run (precomputed detections are evaluated as they are)")
     if args.threshold is not None and args.val_coco is not None:
         return fail("give either --threshold or --val-coco, not both")
     if args.val_coco is not None and args.val_detections is None and args.val_images is None:
@@ -212,10 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         val = None
         if args.run is not None:
             model = _run_model_info(args.run, args.name)
-            dets: Any = _predict(args.run, args.coco, args.images, args.device, "test")
+            model["tta"] = args.tta
+            dets: Any = _predict(args.run, args.coco, args.images, args.device, "test", args.tta)
             if args.val_coco is not None:
                 val_dets = (args.val_detections if args.val_detections is not None else
-                            _predict(args.run, args.val_coco, args.val_images, args.device, "validation"))
+                            _predict(args.run, args.val_coco, args.val_images, args.device,
+                                     "validation", args.tta))
                 val = {"gt": args.val_coco, "detections": val_dets}
         else:
             model = {"name": args.name or args.detections.stem, "detections": str(args.detections)}

@@ -10,9 +10,12 @@ paths give the same boxes.
 Frames are shrunk to the model's input size with area averaging before anything else, as in
 training, and boxes are mapped back to the frame's own pixels.
 
-``python -m detector predict --run RUN_DIR FRAME... | VIDEO`` prints one JSON object per frame
-and line: ``{"frame": path or index, "detections": [{"box": [x, y, w, h], "label": 1,
-"category": "tumor", "score": 0.93}, ...]}``.
+``tta="flip"`` (``--tta flip``) also runs each frame mirrored and merges the two sets of boxes
+before calibrating (:mod:`detector.tta`); it costs about twice the model time.
+
+``python -m detector predict --run RUN_DIR [--tta flip] FRAME... | VIDEO`` prints one JSON
+object per frame and line: ``{"frame": path or index, "detections": [{"box": [x, y, w, h],
+"label": 1, "category": "tumor", "score": 0.93}, ...]}``.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from detector.devices import DEVICE_CHOICES, resolve_device
 from detector.flow import compute_flow, flow_tensor, to_grey
 from detector.model import TwoFrameFasterRCNN
 from detector.transforms import shrink
+from detector.tta import TTA_CHOICES, check_tta, combine, flow_views, views
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".m4v"}
 
@@ -64,10 +68,14 @@ class Predictor:
     "label": int, "category": str, "score": float}]`` in the image's pixels.
 
     Scores are calibrated by the run's calibration (:mod:`detector.calibration`; raw when the
-    run has none), and ``score_threshold`` applies to the calibrated scores."""
+    run has none), and ``score_threshold`` applies to the calibrated scores.
+
+    ``tta="flip"`` adds the mirrored frame (:mod:`detector.tta`) as a second stream: the
+    previous-frame state holds both frames, plain and mirrored, as batch entries 0 and 1."""
 
     def __init__(self, run_dir_or_model_pt: str | Path, device: str | torch.device = "cpu",
-                 score_threshold: float = 0.05, fuse: bool = True):
+                 score_threshold: float = 0.05, fuse: bool = True, tta: str = "none"):
+        self.tta = check_tta(tta)
         self.device = resolve_device(device)
         self.model, self.meta = load_model(run_dir_or_model_pt, self.device)
         if fuse:
@@ -86,7 +94,8 @@ class Predictor:
         model, cfg = self.model, self.model.config
         grey = to_grey(np.asarray(image))
         small = shrink(grey, cfg.size)
-        images = model.prepare([grey_to_tensor(small).to(self.device)])
+        frames = views(grey_to_tensor(small).to(self.device), self.tta)
+        images = model.prepare(frames)
         state = model.frame_state(model.extract(images.tensors))
         features = state["features"]
         if model.temporal:
@@ -95,8 +104,10 @@ class Predictor:
             else:
                 prev_grey, prev_state = self._previous
                 flow = flow_tensor(compute_flow(small, prev_grey, cfg.flow_max_side))
-            features = model.aggregate(state, prev_state, [flow.to(self.device)], images)
-        det = model.detect(images, features, [small.shape])[0]
+            flows = [f.to(self.device) for f in flow_views(flow, self.tta)]
+            features = model.aggregate(state, prev_state, flows, images)
+        dets = model.detect(images, features, [small.shape] * len(frames))
+        det = combine(dets, small.shape[1], model.roi_heads.detections_per_img)
         self._previous = (small, state) if model.temporal else None
         scale = (small.shape[1] / grey.shape[1], small.shape[0] / grey.shape[0])
         return _detections(det, scale, self.names, self.calibration, self.score_threshold)
@@ -107,10 +118,12 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
                     categories: list[dict[str, Any]],
                     progress: Callable[[int, int], None] | None = None,
                     calibration: Calibration | None = None,
-                    min_score: float = 0.0) -> list[dict[str, Any]]:
+                    min_score: float = 0.0, tta: str = "none") -> list[dict[str, Any]]:
     """COCO results (image_id, category_id, bbox xywh, score) for every item of ``dataset``,
     each with its own predecessor run through the backbone; raw scores unless
-    ``calibration`` is given (then those of at least ``min_score``)."""
+    ``calibration`` is given (then those of at least ``min_score``); ``tta`` as in
+    :class:`Predictor`."""
+    tta = check_tta(tta)
     model.eval()
     device = next(model.parameters()).device
     names = ["__background__"] + [c["name"] for c in categories]
@@ -120,8 +133,10 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
         image = item["image"].to(device)
         kwargs = {}
         if model.temporal:
-            kwargs = {"prev_images": [item["prev_image"].to(device)], "flows": [item["flow"]]}
-        det = model([image], **kwargs)[0]
+            kwargs = {"prev_images": views(item["prev_image"].to(device), tta),
+                      "flows": flow_views(item["flow"], tta)}
+        det = combine(model(views(image, tta), **kwargs), image.shape[-1],
+                      model.roi_heads.detections_per_img)
         h, w = item["orig_size"]
         scale = (image.shape[-1] / w, image.shape[-2] / h)
         for d in _detections(det, scale, names, calibration, min_score):
@@ -136,11 +151,12 @@ def predict_dataset(model: TwoFrameFasterRCNN, dataset: PairDataset,
 def predict_coco(run_dir: str | Path, coco_path: str | Path, images_dir: str | Path,
                  score_threshold: float = 0.001, device: str | torch.device = "cpu",
                  progress: Callable[[int, int], None] | None = None,
-                 calibrated: bool = True) -> list[dict[str, Any]]:
+                 calibrated: bool = True, tta: str = "none") -> list[dict[str, Any]]:
     """COCO detection results of the run's model over all images of ``coco_path``, each
     paired with its predecessor by the dataset's rules (itself at a video's start); scores
     calibrated by the run's calibration unless ``calibrated`` is False, and
-    ``score_threshold`` applies to the scores returned, as in :class:`Predictor`."""
+    ``score_threshold`` applies to the scores returned, and ``tta``, as in :class:`Predictor`."""
+    tta = check_tta(tta)
     model, meta = load_model(run_dir, resolve_device(device))
     model.fuse_for_inference()
     calibration = Calibration.from_dict(meta.get("calibration")) if calibrated else None
@@ -150,7 +166,7 @@ def predict_coco(run_dir: str | Path, coco_path: str | Path, images_dir: str | P
                           size=model.config.size, flow_side=model.config.flow_max_side,
                           augment=None, temporal=model.temporal)
     return predict_dataset(model, dataset, meta["categories"], progress, calibration,
-                           score_threshold)
+                           score_threshold, tta)
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -188,6 +204,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("inputs", nargs="+", metavar="FRAME_OR_VIDEO")
     parser.add_argument("--score-threshold", type=float, default=0.05)
     parser.add_argument("--device", default="auto", help=DEVICE_CHOICES)
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation: flip also runs each frame mirrored and "
+                             "merges the boxes (about twice the time); default none")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -202,7 +221,7 @@ def main(argv: list[str]) -> int:
         parser.error("give either one video or image frames")
     try:
         predictor = Predictor(args.run, device=device,
-                              score_threshold=args.score_threshold)
+                              score_threshold=args.score_threshold, tta=args.tta)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     if is_video:
