@@ -111,9 +111,9 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from annotator.services.boxes import clip_box, greedy_match, iou  # noqa: E402
-from annotator.services.propagate import (DUPLICATE_IOU, FlowPair, flow_pair,  # noqa: E402
-                                          propagate_boxes, reversed_pair)
+from annotator.services.boxes import clip_box, greedy_match, iou, same_object  # noqa: E402
+from annotator.services.propagate import (FlowPair, flow_pair, propagate_boxes,  # noqa: E402
+                                          reversed_pair)
 from annotator.services.track_propagation import (TrackBoxes, look_again,  # noqa: E402
                                                   propagate_track)
 
@@ -364,7 +364,7 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
         cursor = max(cursor, run[-1])
         overlap = fit[i]
         offer = (offers or {}).get(i)
-        if offer is not None and i in boxes and iou(boxes[i], offer) >= DUPLICATE_IOU:
+        if offer is not None and i in boxes and same_object(boxes[i], offer):
             counts["accept"] += 1  # U: the detector's edges, the track's identity
             keys[i] = offer
             fused.add(i)
@@ -428,7 +428,7 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
             finals[i].append(box)
     if shown is not None:
         left = [(i, p) for i, frame in enumerate(shown) for j, p in enumerate(frame) if (i, j) not in used]
-        retired = sum(any(b["class_id"] == p["class_id"] and iou(b, p) >= DUPLICATE_IOU for b in finals[i])
+        retired = sum(any(b["class_id"] == p["class_id"] and same_object(b, p) for b in finals[i])
                       for i, p in left)
         counts["retired"] = retired
         counts["delete"] += len(left) - retired
@@ -485,7 +485,7 @@ def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
                 if b["confidence"] >= show]
             # The app's rule: a carried box takes the place of a pre-label it overlaps.
             model = [p for p in predictions[t] if p["score"] >= show and not any(
-                c["class_id"] == p["class_id"] and iou(c, p) >= DUPLICATE_IOU for c in carried)]
+                c["class_id"] == p["class_id"] and same_object(c, p) for c in carried)]
             add(total, review(carried + model, truth[t], show))
         results[name] = total
     for name, policy, with_model in TRACK_STRATEGIES:

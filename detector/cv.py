@@ -49,7 +49,7 @@ import numpy as np
 
 from detector.cli import CliParser, fail, parse_or_code, positive
 from detector.near_duplicates import DEFAULT_MAX_DISTANCE, UnionFind, close_pairs, hash_files
-from detector.tta import TTA_CHOICES
+from detector.tta import add_tta_option
 
 GROUP_BY = ("patient", "video", "image")
 PATIENT_FIELDS = ("patient_id", "patient", "patient_code")
@@ -363,8 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.15,
                         help="share of each fold's training images held out for validation")
     parser.add_argument("--summary", type=Path, help="summary JSON (default OUT/cv.json)")
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
-                        help="test-time augmentation of each fold's predictions (default none)")
+    add_tta_option(parser, "each fold's predictions")
     add_train_options(parser)
     args = parse_or_code(parser, sys.argv[1:] if argv is None else argv)
     if isinstance(args, int):

@@ -35,7 +35,7 @@ from detector.metrics import (Detections, GroundTruth, coco_metrics, coco_metric
                               load_detections, load_gt, match_detections)
 from detector.sensitivity import (choose_threshold, fp_tracks_per_minute, scene_sensitivity)
 from detector.stats import compare_reports
-from detector.tta import TTA_CHOICES
+from detector.tta import add_tta_option
 
 REPORT_FORMAT = "sonolabel-detector-report"
 REPORT_VERSION = 1
@@ -170,9 +170,7 @@ def _evaluate_parser() -> CliParser:
     p.add_argument("--name", help="model name in the report (default: the run or file name)")
     p.add_argument("--device", default="auto",
                    help="where --run's model predicts: auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
-                   help="test-time augmentation of --run's model: flip also predicts on the "
-                        "mirrored images and merges the boxes (about twice the time)")
+    add_tta_option(p, "--run's model")
     p.add_argument("--threshold", type=float, help="fixed score threshold for sensitivity")
     p.add_argument("--val-coco", type=Path, help="validation COCO JSON to choose the threshold on")
     p.add_argument("--val-detections", type=Path, help="detections on --val-coco")

@@ -36,7 +36,7 @@ from detector.devices import DEVICE_CHOICES, resolve_device
 from detector.flow import compute_flow, flow_tensor, to_grey
 from detector.model import TwoFrameFasterRCNN
 from detector.transforms import shrink
-from detector.tta import TTA_CHOICES, check_tta, combine, flow_views, views
+from detector.tta import add_tta_option, check_tta, combine, flow_views, views
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".m4v"}
 
@@ -204,9 +204,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("inputs", nargs="+", metavar="FRAME_OR_VIDEO")
     parser.add_argument("--score-threshold", type=float, default=0.05)
     parser.add_argument("--device", default="auto", help=DEVICE_CHOICES)
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
-                        help="test-time augmentation: flip also runs each frame mirrored and "
-                             "merges the boxes (about twice the time); default none")
+    add_tta_option(parser, "each frame")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)

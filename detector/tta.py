@@ -32,10 +32,11 @@ positives (139 -> 137, 131 -> 131) with fewer false positives (14 -> 12, 13 -> 1
 and noisy-or raise paired scores and let more false positives over it (max: 20 and 20).
 
 torch is imported inside the functions that make tensors, so the command lines can offer
-:data:`TTA_CHOICES` without loading it (as :mod:`detector.flow` does).
+:func:`add_tta_option` without loading it (as :mod:`detector.flow` does).
 """
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +46,13 @@ if TYPE_CHECKING:
 
 TTA_CHOICES = ("none", "flip")
 MERGE_IOU = 0.55
+
+
+def add_tta_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--tta`` for a command line whose model predicts ``what``."""
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help=f"test-time augmentation of {what}: flip also predicts on the mirrored "
+                             "images and merges the boxes (about twice the time); default none")
 
 
 def check_tta(tta: str | None) -> str:

@@ -89,6 +89,16 @@ def iou(a: dict[str, float], b: dict[str, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+# Two boxes of one class overlapping at least this much are one object seen twice: a carried
+# box supersedes such a pre-label (key P), a track's accept retires it, U fuses it into a track.
+SAME_OBJECT_IOU = 0.5
+
+
+def same_object(a: dict[str, float], b: dict[str, float]) -> bool:
+    """``a`` and ``b`` (of one class: checked by the caller) are one object, IoU >= 0.5."""
+    return iou(a, b) >= SAME_OBJECT_IOU
+
+
 def greedy_match(a: list[dict[str, Any]], b: list[dict[str, Any]], min_iou: float
                  ) -> list[tuple[float, int, int]]:
     """One-to-one pairs ``(iou, i, j)`` of boxes ``a[i]``, ``b[j]`` of the same class with IoU

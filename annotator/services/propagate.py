@@ -46,7 +46,7 @@ from detector.flow import dis_flow, shrink_pair
 from ..db import db
 from ..models import Box, BoxSource, Frame, Role, Scene, User
 from . import ServiceError
-from .boxes import clip_box, iou, plain
+from .boxes import clip_box, plain, same_object
 from .event_log import record_event
 from .flow_cache import FLOWS
 from .frames import read_frame
@@ -57,7 +57,6 @@ FLOW_SIDE = 512
 MIN_SCALE, MAX_SCALE = 0.8, 1.25
 MIN_INSIDE = 0.3
 MIN_SCORE = 0.02
-DUPLICATE_IOU = 0.5
 MAX_SAMPLES = 2500
 
 
@@ -229,10 +228,10 @@ def propagate(scene: Scene, start: Frame, steps: int | None, user: User | None,
         own_manual = [{**plain(b, score=False), "track_id": b.track_id}
                       for b in target.boxes if b.source == BoxSource.manual]
         kept = [b for b in moved
-                if not any(m["class_id"] == b["class_id"] and iou(m, b) >= DUPLICATE_IOU
+                if not any(m["class_id"] == b["class_id"] and same_object(m, b)
                            for m in own_manual)]
         superseded = [p for p in target.boxes if p.source == BoxSource.model and any(
-            p.class_id == b["class_id"] and iou(plain(p), b) >= DUPLICATE_IOU for b in kept)]
+            p.class_id == b["class_id"] and same_object(plain(p), b) for b in kept)]
         plans.append((target, kept, superseded))
         # The next step starts from this frame's manual boxes and what was just carried here.
         source = own_manual + [{**b, "score": _chained_score(b)} for b in kept]

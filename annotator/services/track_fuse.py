@@ -2,7 +2,7 @@
 the annotator is offered the detector's edges with the track's identity.
 
 Design choices:
-- The offer rule is :func:`fused_box` (IoU >= ``FUSE_IOU``, the best overlap wins); it is
+- The offer rule is :func:`fused_box` (:func:`.boxes.same_object`, the best overlap wins); it is
   computed from the boxes as stored (:func:`offers`), so the workspace gets the same offers
   after a reload, an undo or another annotator's change, and nothing is stored for an offer.
 - The flow carries a box well from frame to frame but its edges drift; a detector sees the
@@ -22,21 +22,12 @@ import sqlalchemy as sa
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, Scene, User
-from .boxes import iou, plain
+from .boxes import SAME_OBJECT_IOU, iou, plain, same_object
 from .event_log import record_event
 from .input_checks import is_db_int, shown
 from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
 
-# Overlap from which a pre-label and a propagated box are taken for one object (the same
-# share that makes a carried box supersede a pre-label on key P).
-FUSE_IOU = 0.5
 GEOMETRY = ("x", "y", "w", "h")
-
-
-def same_object(box: dict[str, float], prelabel: dict[str, float]) -> bool:
-    """A pre-label (of the box's class, checked by the caller) overlapping a track's box at
-    IoU >= ``FUSE_IOU`` is the detector's view of the track's object."""
-    return iou(box, prelabel) >= FUSE_IOU
 
 
 def fused_box(box: dict[str, float], prelabels: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -104,7 +95,7 @@ def fuse(scene_id: int, payload: dict[str, Any], user: User) -> Change:
     if prelabel.frame_id != carried.frame_id or prelabel.class_id != carried.class_id \
             or not same_object(plain(carried), plain(prelabel)):
         raise Conflict(f"Pre-label {prelabel.id} and box {carried.id} are not one object (same "
-                       f"frame, same class, overlap of at least {FUSE_IOU:.0%}).")
+                       f"frame, same class, overlap of at least {SAME_OBJECT_IOU:.0%}).")
     frame = carried.frame
     events = start_editing(frame, user)
     events.append(record_event(user, "replace", carried.source.value, frame=frame,

@@ -211,25 +211,24 @@ def propagate_track(n: int, keyframes: dict[int, dict[str, float]], flow_at: Flo
     return out
 
 
+def _differing(before: TrackBoxes, after: TrackBoxes, same: Callable[[dict, dict], bool]) -> list[int]:
+    """Positions of ``after.covered`` whose box appeared, disappeared or is not ``same``."""
+    return [i for i in after.covered
+            if (before.boxes.get(i) is None) != (after.boxes.get(i) is None)
+            or (i in after.boxes and not same(before.boxes[i], after.boxes[i]))]
+
+
 def changed_positions(before: TrackBoxes, after: TrackBoxes, tolerance: float = 0.1) -> list[int]:
-    """Positions of ``after.covered`` whose box appeared, disappeared or moved (by more than
-    ``tolerance`` px: stored boxes are rounded to 0.1 px)."""
-    def same(p: dict | None, q: dict | None) -> bool:
-        if p is None or q is None:
-            return p is q
-        return all(abs(p[k] - q[k]) <= tolerance for k in GEOMETRY)
-    return [i for i in after.covered if not same(before.boxes.get(i), after.boxes.get(i))]
+    """Positions whose box appeared, disappeared or moved (by more than ``tolerance`` px:
+    stored boxes are rounded to 0.1 px): the boxes a propagation rewrites."""
+    return _differing(before, after, lambda p, q: all(abs(p[k] - q[k]) <= tolerance for k in GEOMETRY))
 
 
 def look_again(before: TrackBoxes, after: TrackBoxes) -> list[int]:
-    """Positions of ``after.covered`` whose box appeared, disappeared or moved so that it
-    overlaps the box before at IoU < ``SEEN_IOU``: what a re-propagation asks the annotator
-    to look at again (a frame already checked whose box moved a pixel needs no second look)."""
-    def seen(p: dict | None, q: dict | None) -> bool:
-        if p is None or q is None:
-            return p is q
-        return iou(p, q) >= SEEN_IOU
-    return [i for i in after.covered if not seen(before.boxes.get(i), after.boxes.get(i))]
+    """Positions whose box appeared, disappeared or moved so that it overlaps the box before
+    at IoU < ``SEEN_IOU``: what a re-propagation asks the annotator to look at again (a frame
+    already checked whose box moved a pixel needs no second look)."""
+    return _differing(before, after, lambda p, q: iou(p, q) >= SEEN_IOU)
 
 
 # --- stored frames and boxes -------------------------------------------------------------------
@@ -319,12 +318,10 @@ def propagate_stored_track(scene: Scene, track_id: int | None, user: User | None
     check_editable(scene, user)  # before the flow: a refusal should not wait for it
     frames = list(scene.frames)
     try:
-        seeded = []
         if seed is not None:
             snapshot, track_id = seed.as_dict(), next_track_id(scene.id)
             seed.track_id = track_id
             db.session.flush()
-            seeded.append(dict(frame=seed.frame, box_id=seed.id, before=snapshot, after=seed.as_dict()))
         keyframes, class_id = _keyframes(frames, track_id)
         around = None
         if changed is not None:
@@ -338,7 +335,9 @@ def propagate_stored_track(scene: Scene, track_id: int | None, user: User | None
         positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}
                            | {i for i in result.covered if i in keyframes and i in before.boxes})
         events = start_editing(changed or (seed.frame if seed else frames[min(keyframes)]), user)
-        events += [record_event(user, "update", "model", **kw) for kw in seeded]
+        if seed is not None:
+            events.append(record_event(user, "update", "model", frame=seed.frame, box_id=seed.id,
+                                       before=snapshot, after=seed.as_dict()))
         for i in positions:
             box = None if i in keyframes else result.boxes.get(i)
             events += _rewrite(frames[i], track_id, class_id, box, user)

@@ -12,7 +12,7 @@ Design choices:
 - Accepting turns the track's propagated boxes in a span into manual boxes with ``accept``
   events of source ``propagated``, exactly as accepting them one by one would: model feedback
   and the review gate count them the same way. Pending pre-labels without a track that are
-  one object with an accepted track's box (the fused-box rule, :mod:`.track_fuse`) are
+  one object with an accepted track's box (:func:`.boxes.same_object`, as for fused boxes) are
   retired in the same transaction with ``replace`` events, so the gate does not keep them
   as undecided and model feedback does not count them as rejected; one undo restores all.
 - Frames are named by their ``frame_index`` (the decoder's numbering the workspace shows).
@@ -26,11 +26,10 @@ import sqlalchemy as sa
 
 from ..db import db
 from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, Scene, User
-from .boxes import plain
+from .boxes import plain, same_object
 from .event_log import record_event
 from .input_checks import is_db_int, shown
 from .review_gate import spans
-from .track_fuse import same_object
 from .workflow import Change, LabelRefused, atomic, commit, start_editing
 
 
@@ -197,7 +196,7 @@ def accept(scene_id: int, payload: dict[str, Any], user: User) -> tuple[Change, 
 
 def _retire_duplicates(track_boxes: list[Box], user: User) -> list[LabelEvent]:
     """Remove the pending pre-labels without a track of each box's class that are one object
-    with it (:func:`.track_fuse.same_object`): once the track is accepted they would only be
+    with it (:func:`.boxes.same_object`): once the track is accepted they would only be
     counted as undecided. A ``replace`` event each, as for a carried box on key P: undoable,
     and not a rejection in model feedback (the detector found the object)."""
     events = []
