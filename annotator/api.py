@@ -160,6 +160,13 @@ def accept_above(frame_id: int) -> Any:
     return {**answer, "boxes": [box_json(b, names) for b in db.session.get(Frame, frame_id).boxes]}
 
 
+@bp.post("/scenes/<int:scene_id>/pre-labels/reject")
+@roles_required(*EDIT)
+def reject_pending(scene_id: int) -> Any:
+    change, frames = box_edits.reject_pending(scene_id, json_object(), current_user)
+    return _with_tracks(change, scene_id, rejected=len(change.undo_ids), frames=frames)
+
+
 @bp.post("/frames/<int:frame_id>/no-findings")
 @roles_required(*EDIT)
 def no_findings(frame_id: int) -> Any:

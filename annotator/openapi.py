@@ -16,6 +16,7 @@ from typing import Any
 
 from .request_args import JSON_BODY_MAX
 from .services.input_checks import DB_INT_MAX
+from .services.undo import MAX_REVERT
 
 _NUM = {"type": "number"}
 _INT = {"type": "integer"}
@@ -319,6 +320,17 @@ def _paths() -> dict[str, Any]:
             {"200": _ok({"allOf": [_ref("Change")], "required": ["boxes"]})}, params=frame_id,
             write=True, body={"type": "object", "required": ["threshold"], "properties": {
                 "threshold": {"type": "number", "minimum": 0, "maximum": 1}}})},
+        "/api/scenes/{scene_id}/pre-labels/reject": {"post": _op(
+            "rejectPendingPreLabels", "Reject every pending pre-label of the scene that no track "
+            "holds (shown or below the score threshold): the detector's false positives once the "
+            "objects are labelled; one undo", {"200": _ok({"allOf": [_ref("TrackChange"), {
+                "type": "object", "required": ["rejected", "frames"], "properties": {
+                    "rejected": _INT, "frames": {"type": "array", "items": _INT,
+                                                 "description": "the frames (index) it touched"}}}]})},
+            params=scene_id, write=True, errors="404 409",
+            body={"type": "object", "required": ["count"], "properties": {"count": {
+                "type": "integer", "minimum": 0,
+                "description": "how many the person confirmed; 409 when the scene holds another number"}}})},
         "/api/frames/{frame_id}/no-findings": {"post": _op(
             "noFindings", "Mark the frame reviewed-empty (its remaining pre-labels are rejected) "
             "or clear the mark", {"200": _ok({"allOf": [_ref("Change")], "required": ["reviewed_empty"]})},
@@ -340,7 +352,7 @@ def _paths() -> dict[str, Any]:
             "revertEvents", "Undo recorded box and \"no findings\" mark events (a redo reverts "
             "the revert); all or none", {"200": change}, errors="404", write=True,
             body={"type": "object", "required": ["event_ids"], "properties": {
-                "event_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 1000}}})},
+                "event_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": MAX_REVERT}}})},
         "/api/model-feedback": {"get": _op(
             "modelFeedback", "Accepted, rejected and pending pre-labels per model version",
             {"200": _ok({"type": "object", "required": ["versions"], "properties": {

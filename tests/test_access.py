@@ -61,6 +61,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     "POST /api/boxes/<int:box_id>/reject":             (401, 400, 403, 400, 403),
     "POST /api/frames/<int:frame_id>/accept-above":    (401, 400, 403, 400, 403),
     "POST /api/frames/<int:frame_id>/no-findings":     (401, 400, 403, 400, 403),
+    "POST /api/scenes/<int:scene_id>/pre-labels/reject": (401, 400, 403, 400, 403),
     "POST /api/events/revert":                         (401, 400, 403, 400, 403),
     "POST /api/scenes/<int:scene_id>/status":          (401, 400, 403, 400, 400),
     "POST /api/scenes/assign":                         (401, 400, 400, 403, 403),

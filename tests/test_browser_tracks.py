@@ -84,7 +84,8 @@ def test_one_track_from_two_keyframes_through_submit_and_review(live, browser, t
 def test_a_track_started_from_a_prelabel_is_accepted_and_retires_the_prelabels_it_overlaps(live, browser, tmp_path):
     """The detector's box of the tumour on frame 0 is selected and T starts a track from it;
     pending pre-labels of the tumour on frames 4 and 8 (1 px off the truth) are duplicates of
-    the track, gone once Shift+T accepts it, and back with Ctrl+Z."""
+    the track, gone once Shift+T accepts it. The false positives left (one shown, one below the
+    threshold) go with Shift+N once confirmed. Ctrl+Z undoes each step."""
     seeded = phantom_scene(live, tmp_path / "phantom", frames=12, size=320, seed=3)
     tumour = max((b for b in seeded.truth[0] if b["category_id"] == 1), key=lambda b: b["w"] * b["h"])
     truth = [next(b for b in boxes if b["track_id"] == tumour["track_id"]) for boxes in seeded.truth]
@@ -92,9 +93,11 @@ def test_a_track_started_from_a_prelabel_is_accepted_and_retires_the_prelabels_i
     with live.app_context():
         pres = [Box(frame_id=seeded.frame_ids[i], class_id=1, source=BoxSource.model, score=0.9,
                     model_version="m1", **edges(i, 0.0 if i == 0 else 1.0)) for i in (0, 4, 8)]
-        db.session.add_all(pres)
+        false = [Box(frame_id=seeded.frame_ids[i], class_id=2, source=BoxSource.model, score=score,
+                     model_version="m1", x=4, y=4, w=20, h=16) for i, score in ((2, 0.9), (6, 0.2))]
+        db.session.add_all(pres + false)
         db.session.commit()
-        seed_id, dup_ids = pres[0].id, [p.id for p in pres[1:]]
+        seed_id, dup_ids, false_ids = pres[0].id, [p.id for p in pres[1:]], [p.id for p in false]
     page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label", WORKSPACE_READY)
     page.keyboard.press("Tab")  # the frame's only box: the pre-label
     assert page.evaluate("window.sonolabel.sel.id") == seed_id
@@ -111,11 +114,21 @@ def test_a_track_started_from_a_prelabel_is_accepted_and_retires_the_prelabels_i
     page.keyboard.press("Shift+T")
     settle(page)
     page.wait_for_selector(".toast >> text=2 overlapping pre-labels retired")
+    assert "accepted" in page.inner_text("#track-list")
+
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.keyboard.press("Shift+N")
+    page.wait_for_selector(".toast >> text=Rejected 2 pre-labels on 2 frames")
+    assert "Reject 2 pending pre-labels on 2 frames" in asked[0] and "1 of them below the score threshold" in asked[0]
     boxes = page.evaluate("window.sonolabel.frames.map(f => window.sonolabel.boxes[f.id])")
     assert all([(b["source"], b["track_id"]) for b in frame] == [("manual", 1)] for frame in boxes), boxes
     assert boxes[0][0]["id"] == seed_id
-    assert "accepted" in page.inner_text("#track-list")
 
+    page.keyboard.press("Control+z")  # the false positives are back, pending
+    page.wait_for_function("(ids) => ids.every(id => window.sonolabel.frames.some(f => "
+                           "window.sonolabel.boxes[f.id].some(b => b.id === id && b.source === 'model')))",
+                           arg=false_ids)
     page.keyboard.press("Control+z")  # one undo: the suggestions and the retired pre-labels are back
     settle(page)
     page.wait_for_function("(id) => window.sonolabel.frames.some(f => window.sonolabel.boxes[f.id].some(b => b.id === id))",

@@ -140,13 +140,23 @@ def test_a_good_pre_label_starts_the_track_and_the_rest_are_retired_or_deleted()
     prelabels = [[] for _ in range(20)]
     prelabels[0] = [{**box(0, x=box(0)["x"] + 1), "score": 0.9}]           # starts the track (T)
     prelabels[4] = [{**box(4, x=5.0, y=5.0), "score": 0.9}]                 # a false positive
+    prelabels[8] = [{**box(8, x=5.0, y=5.0), "score": 0.8}]                 # another
     prelabels[10] = [{**box(10, y=box(10)["y"] - 1), "score": 0.9}]         # retired by the accept
     prelabels[15] = [{**box(15, x=5.0, y=5.0), "score": 0.2}]               # hidden by the slider
     with_model = effort.simulate_tracks(truth, flow_at, prelabels, show_score=0.5, size=SIZE,
                                         policy="clearest")
-    # nothing drawn: T on the pre-label, one accept for the track, one delete for the false positive
+    # nothing drawn: T on the pre-label, one accept for the track, and one Shift+N rejects the
+    # false positives left, the hidden one too (the review gate counts it as undecided)
     assert actions(with_model) == {"draw": 0, "adjust": 0, "delete": 1, "accept": 1}
-    assert (with_model["seeded"], with_model["retired"]) == (1, 1)
+    assert (with_model["seeded"], with_model["retired"], with_model["rejected"]) == (1, 1, 3)
+    only_hidden = [[] for _ in range(20)]
+    only_hidden[0], only_hidden[15] = prelabels[0], prelabels[15]
+    assert effort.simulate_tracks(truth, flow_at, only_hidden, show_score=0.5, size=SIZE,
+                                  policy="clearest")["delete"] == 1
+    nothing_left = [[] for _ in range(20)]
+    nothing_left[0] = prelabels[0]
+    assert effort.simulate_tracks(truth, flow_at, nothing_left, show_score=0.5, size=SIZE,
+                                  policy="clearest")["delete"] == 0
 
 
 def test_a_correction_takes_the_fused_box_where_the_detector_found_the_object(monkeypatch):

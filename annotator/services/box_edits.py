@@ -9,6 +9,10 @@ Design choices:
   accepted, with the event keeping the model's original box for the reviewer's comparison.
 - Removing a pre-label is its rejection; marking a frame as having no findings rejects the
   pre-labels left on it, and drawing a box on it clears the mark.
+- Once a scene's objects are labelled, the pre-labels no track holds are the detector's false
+  positives, shown or hidden by the score threshold; the review gate counts every one as
+  undecided. :func:`reject_pending` rejects them all in one change (one undo) for the count
+  the person confirmed, so pre-labels that arrived since are never rejected unseen.
 - A drawn box must lie in the frame, with half a pixel of slack that is then cut off (the
   browser rounds to display pixels at some zoom levels): :func:`.boxes.clip_box`.
 """
@@ -19,10 +23,11 @@ from typing import Any
 from sqlalchemy.orm import joinedload
 
 from ..db import db
-from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, User
+from ..models import Box, BoxSource, Frame, LabelClass, LabelEvent, Scene, User
 from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
 from .event_log import record_event
 from .input_checks import finite_number, is_db_int, shown
+from .review_gate import spans
 from .tracks import next_track_id, track_for_new_box
 from .workflow import Change, Conflict, LabelRefused, atomic, check_editable, commit, start_editing
 
@@ -242,3 +247,40 @@ def set_no_findings(frame_id: int, payload: dict[str, Any], user: User) -> Chang
     events.append(record_event(user, "mark_empty" if empty else "unmark_empty", "manual", frame=frame,
                                before={"reviewed_empty": not empty}, after={"reviewed_empty": empty}))
     return commit(Change(None, events, frame.scene))
+
+
+def _pending_prelabels(scene_id: int) -> list[Box]:
+    """The scene's pending pre-labels that no track holds, in frame order."""
+    return list(db.session.scalars(
+        db.select(Box).join(Frame, Frame.id == Box.frame_id).options(joinedload(Box.frame))
+        .where(Frame.scene_id == scene_id, Box.source == BoxSource.model, Box.track_id.is_(None))
+        .order_by(Frame.frame_index, Box.id)))
+
+
+@atomic
+def reject_pending(scene_id: int, payload: dict[str, Any], user: User) -> tuple[Change, list[int]]:
+    """Reject every pending pre-label of the scene that no track holds; the change and the
+    frames (``frame_index``) it touched. ``count`` is how many the person confirmed: refused
+    (409) when the scene holds another number now."""
+    scene = db.session.get(Scene, scene_id)
+    if scene is None:
+        raise LabelRefused(f"No scene {scene_id}.", status=404)
+    count = payload.get("count")
+    if not is_db_int(count, minimum=0):
+        raise LabelRefused("'count' (how many pending pre-labels you confirm rejecting, a whole "
+                           "number) is required.")
+    boxes = _pending_prelabels(scene.id)
+    frames = sorted({b.frame.frame_index for b in boxes})
+    if count != len(boxes):
+        raise Conflict(f"Scene {scene.id} has {len(boxes)} pending pre-label(s) outside tracks"
+                       + (f" (frames {spans(frames)})" if frames else "")
+                       + f", not {count}: reload the scene and confirm again.", pending=len(boxes))
+    if not boxes:
+        check_editable(scene, user)
+        return Change(None, [], scene), []
+    events = start_editing(boxes[0].frame, user)
+    for box in boxes:
+        events.append(record_event(user, "reject", box.source.value, frame=box.frame, box_id=box.id,
+                                   before=box.as_dict()))
+        db.session.delete(box)
+    return commit(Change(None, events, scene)), frames

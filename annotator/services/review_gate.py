@@ -99,8 +99,10 @@ def gate_message(rows: list[dict[str, Any]]) -> str:
     if len(undecided) > 10:
         parts.append(f"{len(undecided) - 10} more frames have undecided boxes")
     text = "; ".join(parts)
+    rest = (" Pre-labels outside tracks can be rejected all at once (Shift+N)."
+            if any(r["pre_labels"] for r in undecided) else "")
     return (text[0].upper() + text[1:] + ". Draw or accept the boxes, or mark the frame "
-            "\"no findings\" (E), before submitting.")
+            "\"no findings\" (E), before submitting." + rest)
 
 
 def check_submit(scene: Scene) -> list[dict[str, Any]]:

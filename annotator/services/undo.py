@@ -21,7 +21,9 @@ from .event_log import is_mark_event, record_event
 from .input_checks import id_list
 from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
 
-MAX_REVERT = 1000  # events in one revert: an undo step is a handful
+# Events in one revert: most undo steps are a handful, but rejecting a scene's remaining
+# pre-labels (up to prelabel.MAX_PER_FRAME a frame) is one step too.
+MAX_REVERT = 20_000
 # What a revert restores: the box's content and provenance, never its id or timestamps.
 RESTORED_FIELDS = ("frame_id", "class_id", "x", "y", "w", "h", "source", "score", "model_version",
                    "track_id", "author_id")

@@ -247,6 +247,32 @@
     });
   }
 
+  /* Shift+N: reject every pending pre-label of the scene that no track holds, shown or below
+   * the threshold. Once the objects are labelled these are the detector's false positives, and
+   * the review gate counts each one as undecided. The server takes the count confirmed here
+   * and refuses (409) if the scene holds another number by then. */
+  function rejectRest() {
+    if (!guardEdit()) return;
+    const rest = S.frames.flatMap((f) => (S.boxes[f.id] || []).filter((b) => b.source === "model" && b.track_id == null));
+    if (!rest.length) { toast("No pending pre-label outside a track in this scene.", "info"); return; }
+    const frames = new Set(rest.map((b) => b.frame_id)).size;
+    const hidden = rest.filter((b) => !visible(b)).length;
+    if (!window.confirm(`Reject ${plural(rest.length, "pending pre-label")} on ${plural(frames, "frame")} that no track holds`
+      + (hidden ? ` (${hidden} of them below the score threshold)` : "") + "? One undo brings them back.")) return;
+    enqueue(null, async () => {
+      try {
+        const r = await api("POST", root.dataset.rejectPendingUrl, { count: rest.length });
+        tookTracks(r, "reject remaining pre-labels");
+        toast(`Rejected ${plural(r.rejected, "pre-label")} on ${plural(r.frames.length, "frame")}.`, "info");
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 409)) throw err;
+        toast(err.message, "conflict");
+        await reloadScene();
+      }
+    });
+  }
+  $("reject-rest").addEventListener("click", rejectRest);
+
   /* P: the frame's drawn, accepted and propagated boxes carried to the next frame by optical
    * flow (saved as "propagated" pre-labels with a confidence); undo removes them. */
   function propagate() {
@@ -1008,6 +1034,7 @@
             : "Nothing to accept on this frame: no pre-label or propagated box is shown.", "info");
       }
     }
+    else if (k === "N" && e.shiftKey) { rejectRest(); }
     else if (k === "n" || k === "N" || k === "Delete" || k === "Backspace") {
       if (!sel) return;
       if ((k === "n" || k === "N") && !isModel(sel)) return;
@@ -1125,6 +1152,7 @@
     nf.textContent = f && f.reviewed_empty ? "Clear “no findings”" : "No findings";
     nf.disabled = !S.perms.edit;
     $("accept-all").disabled = !S.perms.edit;
+    $("reject-rest").disabled = !S.perms.edit;
     $("frame-audit").href = root.dataset.frameAuditUrl.replace("/0/", `/${f ? f.id : 0}/`);
   }
 
