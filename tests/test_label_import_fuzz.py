@@ -188,7 +188,7 @@ def assert_sane(x: float, y: float, w: float, h: float, score: float | None, tra
     assert 0 <= x and x + w <= W and 0 <= y and y + h <= H, (x, y, w, h)
     assert score is None or 0 <= score <= 1
     assert track_id is None or 0 <= track_id <= DB_INT_MAX
-    assert model_version is None or len(model_version) <= 64
+    assert model_version is None or (len(model_version) <= 64 and "\x00" not in model_version)  # PostgreSQL refuses NUL
 
 
 @pytest.mark.parametrize("match", ["frame_index", "file_name"])

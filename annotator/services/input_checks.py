@@ -74,6 +74,11 @@ def has_nul(text: str) -> bool:
     return "\x00" in text or bool(_JSON_NUL.search(text))
 
 
+def is_db_text(value: Any, limit: int) -> bool:
+    """A text a ``String(limit)`` column takes on every database: PostgreSQL refuses NUL."""
+    return isinstance(value, str) and len(value) <= limit and "\x00" not in value
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
