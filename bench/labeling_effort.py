@@ -138,6 +138,12 @@ SOURCES = {
 }
 
 
+def taken_over(p: dict, boxes: list[dict]) -> bool:
+    """Pre-label ``p`` is one object with a box of its class in ``boxes`` (the app's rule:
+    such a box supersedes it on key P, or retires it when its track is accepted)."""
+    return any(b["class_id"] == p["class_id"] and same_object(b, p) for b in boxes)
+
+
 def review(proposals: list[dict], truth: list[dict], show_score: float = SHOW_SCORE) -> dict[str, int]:
     """Actions to turn ``proposals`` into ``truth`` on one frame."""
     shown = [p for p in proposals if p.get("score", 1.0) >= show_score]
@@ -434,14 +440,12 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
             finals[i].append(box)
     if shown is not None:
         left = [(i, p) for i, frame in enumerate(shown) for j, p in enumerate(frame) if (i, j) not in used]
-        retired = sum(any(b["class_id"] == p["class_id"] and same_object(b, p) for b in finals[i])
-                      for i, p in left)
+        retired = sum(taken_over(p, finals[i]) for i, p in left)
         counts["retired"] = retired
         # The false positives left, shown or hidden by the slider (the review gate counts both
         # as undecided), go with one Shift+N for the scene.
         hidden = [(i, p) for i, frame in enumerate(prelabels) for p in frame if p["score"] < show_score]
-        rest = len(left) - retired + sum(not any(b["class_id"] == p["class_id"] and same_object(b, p)
-                                                 for b in finals[i]) for i, p in hidden)
+        rest = len(left) - retired + sum(not taken_over(p, finals[i]) for i, p in hidden)
         counts["rejected"] = rest
         counts["delete"] += int(rest > 0)
     return counts
@@ -496,14 +500,12 @@ def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
                 for b in propagate_boxes(images[t - 1], images[t], truth[t - 1], flow_at(t - 1, t))
                 if b["confidence"] >= show]
             # The app's rule: a carried box takes the place of a pre-label it overlaps.
-            model = [p for p in predictions[t] if p["score"] >= show and not any(
-                c["class_id"] == p["class_id"] and same_object(c, p) for c in carried)]
+            model = [p for p in predictions[t] if p["score"] >= show and not taken_over(p, carried)]
             add(total, review(carried + model, truth[t], show))
         # The review gate counts the pre-labels the slider hides too: those left (not taken
         # over by a carried box) go with one Shift+N for the scene.
-        total["delete"] += int(any(p["score"] < show and not any(
-            b["class_id"] == p["class_id"] and same_object(b, p) for b in truth[t])
-            for t in range(n) for p in predictions[t]))
+        total["delete"] += int(any(p["score"] < show and not taken_over(p, truth[t])
+                                   for t in range(n) for p in predictions[t]))
         results[name] = total
     for name, policy, with_model in TRACK_STRATEGIES:
         if (with_model and predictions is None) or not wanted(name):

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import BoxSource, Frame, User
 from .classes import add_hint
-from .input_checks import DB_INT_MAX, is_db_int, is_db_text, shown
+from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     MATCHES,
     ImportedBox,
@@ -24,6 +24,7 @@ from .label_import import (
     fit_box,
     is_int,
     is_number,
+    model_version_problem,
     video_frames,
 )
 from .workflow import Reopen
@@ -185,9 +186,8 @@ def parse_coco(data: Any, video_id: int, match: str = "frame_index") -> ImportPl
                          f"got {shown(track_id)}")
             continue
         model_version = ann.get("model_version")
-        if model_version is not None and not is_db_text(model_version, 64):
-            plan.problem(f"{where}: 'model_version' must be a text of up to 64 characters without NUL, "
-                         f"got {shown(model_version)}")
+        if (problem := model_version_problem(model_version)) is not None:
+            plan.problem(f"{where}: {problem}")
             continue
         is_model = score is not None
         plan.boxes.append(ImportedBox(

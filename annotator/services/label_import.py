@@ -51,12 +51,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..db import db
-from ..models import BoxSource, Frame, Scene, SceneStatus, User, Video
+from ..models import Box, BoxSource, Frame, Scene, SceneStatus, User, Video
 from . import ServiceError
 from .boxes import MIN_INPUT_SIZE, OutsideFrame, clip_box
 from .classes import ids_by_name
 from .event_log import record_event
-from .input_checks import is_db_int, shown
+from .input_checks import is_db_int, is_db_text, shown
 from .label_sync import diff_frames, write_diffs
 from .signed_urls import SignedUrlRefused, frame_id_of
 from .workflow import Reopen, unlock_for_import
@@ -65,6 +65,7 @@ MATCHES = ("frame_index", "file_name")
 EDGE_SLACK = 0.01  # px
 MAX_PROBLEMS = 200
 MAX_FRAME_LINES = 200  # of the diff, per changed frame
+MODEL_VERSION_LENGTH = Box.__table__.c.model_version.type.length
 # Label Studio's download prefix in its COCO export (<8 hex>__), then its upload prefix (<8 hex>-).
 _LABEL_STUDIO_PREFIX = re.compile(r"^(?:[0-9a-f]{8}__)?(?:[0-9a-f]{8}-)?")
 _EXPORT_NAME = re.compile(r"v(\d{6,})_f\d{6,}\.png")
@@ -270,6 +271,13 @@ def is_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def model_version_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a box's ``model_version`` (a text the column stores), or None."""
+    ok = value is None or is_db_text(value, MODEL_VERSION_LENGTH)
+    return None if ok else (f"'model_version' must be a text of up to {MODEL_VERSION_LENGTH} "
+                            f"characters without NUL, got {shown(value)}")
 
 
 def fit_box(x: float, y: float, w: float, h: float, frame: Frame, where: str, plan: ImportPlan,

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..models import BoxSource, User
-from .input_checks import DB_INT_MAX, is_db_int, is_db_text, shown
+from .input_checks import DB_INT_MAX, is_db_int, shown
 from .label_import import (
     ImportedBox,
     ImportPlan,
@@ -39,6 +39,7 @@ from .label_import import (
     fit_box,
     is_int,
     is_number,
+    model_version_problem,
     video_frames,
 )
 from .labelstudio_shapes import from_percent, region_class, unsupported
@@ -242,9 +243,8 @@ def _regions(results: list[Any], frame, classes: dict[str, int], meta: dict[str,
                 plan.problem(f"{at}: score must be a number from 0 to 1, got {shown(score)}")
                 continue
             version = prediction.get("model_version") or None
-            if version is not None and not is_db_text(version, 64):
-                plan.problem(f"{at}: model_version must be a text of up to 64 characters without NUL, "
-                             f"got {shown(version)}")
+            if (problem := model_version_problem(version)) is not None:
+                plan.problem(f"{at}: {problem}")
                 continue
         plan.boxes.append(ImportedBox(frame.id, class_id, *geometry, source=source,
                                       score=None if score is None else float(score),
