@@ -40,6 +40,9 @@ Chosen here:
 * a 512-wide two-layer box head on 7x7 RoIAlign of the 128-channel maps;
 * batch norm folded into the convolutions for inference
   (:func:`detector.backbones.fuse_conv_bn`);
+* every convolution weight in channels-last (NHWC) layout, oneDNN's own;
+* in a CPU training step, RoI pooling by ``embedding_bag`` (:mod:`detector.roi_align`):
+  torchvision's CPU RoIAlign backward had taken half of the step;
 * DIS flow at half the input size with the FAST preset.
 
 Input size is explicit (``min_size = max_size = size``): torchvision would otherwise upscale
@@ -58,11 +61,12 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork
 
 from detector.aggregation import ConcatAggregation, FlowGuidedAggregation, FrameState
 from detector.backbones import BACKBONES, build_body, fuse_conv_bn
 from detector.flow import flow_for_level
+from detector.roi_align import BagMultiScaleRoIAlign
 
 ARCHS = ("single", "two_frame", "concat")
 LEVELS = ("0", "1", "2")  # FPN outputs at strides 8, 16, 32; "pool" (64) is added for the RPN
@@ -150,7 +154,7 @@ class TwoFrameFasterRCNN(FasterRCNN):
             rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
             rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
-            box_roi_pool=MultiScaleRoIAlign(list(LEVELS), output_size=7, sampling_ratio=2),
+            box_roi_pool=BagMultiScaleRoIAlign(list(LEVELS), output_size=7, sampling_ratio=2),
             box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),
             box_predictor=FastRCNNPredictor(config.box_head_dim, config.num_classes),
             box_batch_size_per_image=config.box_batch_size_per_image,
@@ -162,6 +166,9 @@ class TwoFrameFasterRCNN(FasterRCNN):
             "two_frame": FlowGuidedAggregation(c) if config.arch == "two_frame" else None,
             "concat": ConcatAggregation(c) if config.arch == "concat" else None,
         }[config.arch]
+        # oneDNN's convolutions skip a layout reorder per call on NHWC weights: on 2 CPU
+        # cores a training step took 29 % less time (0.52 -> 0.37 s) and a frame 27 % less
+        self.to(memory_format=torch.channels_last)
 
     @property
     def temporal(self) -> bool:
