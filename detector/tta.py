@@ -26,7 +26,7 @@ Fusion at IoU 0.5 and 0.7 was within 0.003 of 0.55. Scoring a pair by the max or
 its scores, or halving the score of a box seen once (WBF's rule for two models), moved AP by
 under 0.006. The mean with lone boxes unchanged is kept because it keeps scores on the scale
 the run was calibrated on: a merged score lies between two raw scores of the same model, so
-the run's calibration (a temperature per class) is applied after merging and its stored
+the run's calibration (a monotone map per class) is applied after merging and its stored
 threshold keeps its meaning. At that threshold the mean found nearly the same true
 positives (139 -> 137, 131 -> 131) with fewer false positives (14 -> 12, 13 -> 10); the max
 and noisy-or raise paired scores and let more false positives over it (max: 20 and 20).
