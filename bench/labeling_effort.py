@@ -54,7 +54,7 @@ unmatched is drawn (one action). Boxes under ``--min-box`` pixels on either side
 (an annotator would not draw them either). Proposals with a confidence under
 ``--threshold`` are hidden, as by the workspace's threshold slider (default: for each
 pre-label strategy, the score with the fewest actions on ``--tune-videos`` validation sweeps,
-among 0.5-0.99 and the run's validation-F1 threshold; :func:`tune_scores`).
+among 0.3-0.99 and the run's validation-F1 threshold; :func:`tune_scores`).
 
 Time: a keystroke-level estimate (Card, Moran & Newell, "The keystroke-level model for user
 performance time with interactive systems", CACM 23(7), 1980: K = 0.2 s a keystroke for an
