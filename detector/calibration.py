@@ -172,8 +172,8 @@ def calibrate(gt: GroundTruth | str, detections: Detections | str, iou: float = 
     Returns the :class:`Calibration` and the record to store: ``{"method", "temperatures",
     "default", "biases", "default_bias", "min_score", "n_detections", "per_class": {name:
     {"n", "hits", "temperature", "bias", "pooled"}}, "ece_before", "ece_after", "threshold":
-    {"value", "method", "n_images", "n_gt"}}``; ``method`` is ``"none"`` with a ``reason`` when nothing could be
-    fitted, and ``threshold.value`` is None when no detection matches a box.
+    {"value", "method", "n_images", "n_gt"}}``; ``method`` is ``"none"`` with a ``reason`` when
+    nothing could be fitted, and ``threshold.value`` is None when no detection matches a box.
     """
     gt = load_gt(gt)
     dets = load_detections(detections, gt)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _setup_scales
+from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
 
 def _axis(start: Tensor, length: Tensor, size: Tensor, bins: int, ratio: int
@@ -55,8 +55,11 @@ def bag_taps(rois: Tensor, level: Tensor, shapes: list[tuple[int, int]], scales:
     height = (rois[:, 4] * scale - y1).clamp(min=1.0)
     y_lo, y_hi, wy_lo, wy_hi = _axis(y1, height, heights, output, ratio)
     x_lo, x_hi, wx_lo, wx_hi = _axis(x1, width, widths, output, ratio)
-    ys, wy = torch.stack([y_lo, y_lo, y_hi, y_hi], -1), torch.stack([wy_lo, wy_lo, wy_hi, wy_hi], -1)
-    xs, wx = torch.stack([x_lo, x_hi, x_lo, x_hi], -1), torch.stack([wx_lo, wx_hi, wx_lo, wx_hi], -1)
+    # the 4 corners of each sample: (low, low), (low, high), (high, low), (high, high)
+    ys = torch.stack([y_lo, y_lo, y_hi, y_hi], -1)
+    wy = torch.stack([wy_lo, wy_lo, wy_hi, wy_hi], -1)
+    xs = torch.stack([x_lo, x_hi, x_lo, x_hi], -1)
+    wx = torch.stack([wx_lo, wx_hi, wx_lo, wx_hi], -1)
     first = (base + rois[:, 0].long() * heights * widths)[:, None, None, None]
     index = first + ys[:, :, None, :] * widths[:, None, None, None] + xs[:, None, :, :]
     weight = wy[:, :, None, :] * wx[:, None, :, :] / (ratio * ratio)
@@ -101,19 +104,17 @@ class BagMultiScaleRoIAlign(MultiScaleRoIAlign):
         maps = [x[name] for name in self.featmap_names]
         train_on_cpu = torch.is_grad_enabled() and maps[0].device.type == "cpu" \
             and any(m.requires_grad for m in maps)
-        if not train_on_cpu or self.sampling_ratio <= 0 or self.output_size[0] != self.output_size[1]:
+        if not train_on_cpu or self.sampling_ratio <= 0 \
+                or self.output_size[0] != self.output_size[1]:
             return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(
                 maps, image_shapes, self.canonical_scale, self.canonical_level)
         channels, batch, output = maps[0].shape[1], maps[0].shape[0], self.output_size[0]
         with torch.no_grad():
-            rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1)
-                              for i, b in enumerate(boxes)])
-            level = self.map_levels(boxes) if len(maps) > 1 else \
-                torch.zeros(len(rois), dtype=torch.long, device=rois.device)
-            index, weight = bag_taps(rois, level, [tuple(m.shape[-2:]) for m in maps],
-                                     self.scales, batch, output, self.sampling_ratio)
+            index, weight = bag_taps(_convert_to_roi_format(boxes), self.map_levels(boxes),
+                                     [tuple(m.shape[-2:]) for m in maps], self.scales, batch,
+                                     output, self.sampling_ratio)
         table = torch.cat([m.permute(0, 2, 3, 1).reshape(-1, channels) for m in maps])
         pooled = _WeightedRows.apply(table, index, weight.to(table.dtype))
-        return pooled.view(len(rois), output, output, channels).permute(0, 3, 1, 2)
+        return pooled.view(-1, output, output, channels).permute(0, 3, 1, 2)
