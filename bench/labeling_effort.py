@@ -51,7 +51,9 @@ boxes to the truth (same class, greedy by IoU): IoU >= 0.7 is accepted as is (on
 all" action per frame, Shift+Y), 0.3-0.7 is adjusted (one action; an edited pre-label counts
 as accepted), a proposal left unmatched is deleted (one action) and a truth box left
 unmatched is drawn (one action). Boxes under ``--min-box`` pixels on either side are ignored
-(an annotator would not draw them either). Proposals with a confidence under
+(an annotator would not draw them either); a proposed or propagated box on such an object
+(IoU >= 0.5, same class) is correct, so it is kept and accepted with the others, not deleted
+(the object is there: only its size keeps it out of the truth an annotator draws). Proposals with a confidence under
 ``--threshold`` are hidden, as by the workspace's threshold slider (default: for each
 pre-label strategy, the score with the fewest actions on ``--tune-videos`` validation sweeps,
 among 0.3-0.99 and the run's validation-F1 threshold; :func:`tune_scores`).
@@ -145,24 +147,33 @@ def taken_over(p: dict, boxes: list[dict]) -> bool:
     return any(b["class_id"] == p["class_id"] and same_object(b, p) for b in boxes)
 
 
-def review(proposals: list[dict], truth: list[dict], show_score: float = SHOW_SCORE) -> dict[str, int]:
-    """Actions to turn ``proposals`` into ``truth`` on one frame."""
+def on_small_object(box: dict, small: list[dict] | None) -> bool:
+    """``box`` is one object (:func:`same_object`, same class) with a real object too small to
+    draw (under ``--min-box``): a correct box, kept and accepted like the others, not deleted."""
+    return any(s["class_id"] == box["class_id"] and same_object(box, s) for s in small or ())
+
+
+def review(proposals: list[dict], truth: list[dict], show_score: float = SHOW_SCORE,
+           small: list[dict] | None = None) -> dict[str, int]:
+    """Actions to turn ``proposals`` into ``truth`` on one frame (``small``: the frame's
+    objects under ``--min-box``)."""
     shown = [p for p in proposals if p.get("score", 1.0) >= show_score]
     matched = greedy_match(shown, truth, ADJUST_IOU)
+    taken = {j for _, j, _ in matched}
+    kept = sum(1 for j, p in enumerate(shown) if j not in taken and on_small_object(p, small))
     return {"draw": len(truth) - len(matched),
             "adjust": sum(1 for overlap, _, _ in matched if overlap < GOOD_IOU),
-            "delete": len(shown) - len(matched),
-            "accept": int(any(overlap >= GOOD_IOU for overlap, _, _ in matched))}
+            "delete": len(shown) - len(matched) - kept,
+            "accept": int(kept > 0 or any(overlap >= GOOD_IOU for overlap, _, _ in matched))}
 
 
 def load_sequences(coco_path: Path, min_box: float) -> list[dict]:
     coco = json.loads(coco_path.read_text())
-    by_image = defaultdict(list)
+    by_image, small = defaultdict(list), defaultdict(list)
     for a in coco["annotations"]:
         x, y, w, h = a["bbox"]
-        if w >= min_box and h >= min_box:
-            by_image[a["image_id"]].append({"x": x, "y": y, "w": w, "h": h,
-                                            "class_id": a["category_id"], "track": a.get("track_id")})
+        box = {"x": x, "y": y, "w": w, "h": h, "class_id": a["category_id"], "track": a.get("track_id")}
+        (by_image if w >= min_box and h >= min_box else small)[a["image_id"]].append(box)
     videos = defaultdict(list)
     for img in coco["images"]:
         videos[img["video_id"]].append(img)
@@ -170,7 +181,7 @@ def load_sequences(coco_path: Path, min_box: float) -> list[dict]:
     for vid, imgs in sorted(videos.items()):
         imgs.sort(key=lambda im: im["frame_index"])
         out.append({"video": vid, "files": [coco_path.parent / "images" / im["file_name"] for im in imgs],
-                    "truth": [by_image[im["id"]] for im in imgs]})
+                    "truth": [by_image[im["id"]] for im in imgs], "small": [small[im["id"]] for im in imgs]})
     return out
 
 
@@ -306,7 +317,7 @@ def first_keyframe(truth: dict[int, dict], policy: str) -> int:
 def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str = "draw",
                 start: dict | None = None, at: int | None = None,
                 offers: dict[int, dict] | None = None, policy: str = "ends",
-                size: tuple[int, int] | None = None
+                size: tuple[int, int] | None = None, small: list[list[dict]] | None = None
                 ) -> tuple[dict[str, int], dict[int, dict], set[int]]:
     """The actions to label one object (``truth``: position -> box) of a scene of ``n`` frames
     with the track engine; the boxes the track ends with (position -> box); the positions of
@@ -319,8 +330,13 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
     its position when not the policy's. ``offers``: pre-labels matching the object at
     IoU >= 0.7 by position; where a frame needs a correction and its offer overlaps the
     propagated box at IoU >= 0.5 (the app's fused box, key U), the offer is taken (one accept,
-    a keyframe) instead of an adjust."""
+    a keyframe) instead of an adjust. ``small``: the scene's objects under ``--min-box`` per
+    position; a propagated box on one of them (:func:`on_small_object`) is kept, not deleted."""
     counts = new_counts()
+    class_id = next(iter(truth.values()))["class_id"]
+
+    def stray(i: int) -> bool:
+        return i not in truth and not (small and on_small_object({**boxes[i], "class_id": class_id}, small[i]))
     at = first_keyframe(truth, policy) if at is None else at
     hi = max(truth)
     keys = {at: start or truth[at]}
@@ -352,7 +368,7 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
         counts["draw"] += 1
     propagate()
     by_hand = [i for i in truth if i not in keys]
-    if sum(1 for i in boxes if i not in truth) > len(by_hand):
+    if sum(1 for i in boxes if stray(i)) > len(by_hand):
         # More boxes to delete where the object is not than frames to draw: undo the
         # propagation (Ctrl+Z; counted as one delete) and draw the object's other boxes.
         counts["delete"] += 1
@@ -384,23 +400,24 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
             counts[kind] = counts.get(kind, 0) + 1
             keys[i] = truth[i]
         propagate(around=i)
-    strays = [i for i in boxes if i not in truth]
+    strays = [i for i in boxes if stray(i)]
     counts["delete"] += len(strays)
     counts["strays"] = len(strays)
+    counts["small"] = sum(1 for i in boxes if i not in truth and not stray(i))
     for i in strays:
         del boxes[i]
     counts["accept"] += sum(1 for run in _runs([*boxes, *keys])
                             if any(i in boxes or (seeded and i == at) for i in run))
-    final = {i: {**(keys[i] if i in keys else boxes[i]), "class_id": truth[i]["class_id"]}
-             for i in [*boxes, *keys]}
+    final = {i: {**(keys[i] if i in keys else boxes[i]), "class_id": class_id} for i in [*boxes, *keys]}
     return counts, final, fused
 
 
 def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[list[dict]] | None = None,
                     show_score: float = SHOW_SCORE, size: tuple[int, int] | None = None,
-                    policy: str = "ends") -> dict[str, int]:
-    """The track strategy on one scene (``truth`` per position); with ``prelabels`` (the
-    model's boxes per position) the track + pre-labels strategy. Also counts, under
+                    policy: str = "ends", small: list[list[dict]] | None = None) -> dict[str, int]:
+    """The track strategy on one scene (``truth`` per position; ``small``: its objects under
+    ``--min-box``); with ``prelabels`` (the model's boxes per position) the track + pre-labels
+    strategy. Also counts, under
     ``retired``, the pending pre-labels a track's accept retired (IoU >= 0.5 with its box)."""
     n = len(truth)
     counts = new_counts()
@@ -434,7 +451,7 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
                 used.add(adjustable)
         offers = {i: shown[i][j] for (i, j), overlap in mine.items() if overlap >= GOOD_IOU and i != at}
         track_counts, final, fused = label_track(n, track, flow_at, first=first, start=start, at=at,
-                                                 offers=offers, policy=policy, size=size)
+                                                 offers=offers, policy=policy, size=size, small=small)
         used |= {(i, j) for (i, j) in mine if i in fused and offers.get(i) is shown[i][j]}
         add(counts, track_counts)
         for i, box in final.items():
@@ -463,11 +480,13 @@ PRELABEL_STRATEGIES = ("pre-labels + propagation", "track + pre-labels")
 def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
                    predictions: list[list[dict]] | None, ks: list[int],
                    scores: dict[str, float] | None = None,
-                   only: set[str] | None = None) -> dict[str, dict]:
+                   only: set[str] | None = None, small: list[list[dict]] | None = None) -> dict[str, dict]:
     """Every strategy's counts on one scene (``truth``, ``images``, the model's ``predictions``
     per position; ``flow_at`` between positions); ``scores``: the score under which each
     pre-label strategy hides the model's boxes (default ``SHOW_SCORE``); ``only``: just these
-    strategies."""
+    strategies; ``small``: the objects under ``--min-box`` per position (boxes on them are kept
+    as correct, :func:`on_small_object`)."""
+    small = small or [[] for _ in truth]
     n = len(truth)
     size = (images[0].shape[1], images[0].shape[0])
     wanted = (lambda name: only is None or name in only)
@@ -482,14 +501,14 @@ def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
         total = {**new_counts(), **cost, "look": n}
         for t in range(n):
             if proposals[t] is not None:
-                add(total, review(proposals[t], truth[t]))
+                add(total, review(proposals[t], truth[t], small=small[t]))
         results[f"interpolation k={k}"] = total
     if wanted("flow propagation"):
         total = {**new_counts(), "draw": len(truth[0]), "look": n}
         for t in range(1, n):
             carried = [{**b, "score": b["confidence"]}
                        for b in propagate_boxes(images[t - 1], images[t], truth[t - 1], flow_at(t - 1, t))]
-            add(total, review(carried, truth[t]))
+            add(total, review(carried, truth[t], small=small[t]))
         results["flow propagation"] = total
     name = "pre-labels + propagation"
     if predictions is not None and wanted(name):
@@ -502,7 +521,7 @@ def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
                 if b["confidence"] >= show]
             # The app's rule: a carried box takes the place of a pre-label it overlaps.
             model = [p for p in predictions[t] if p["score"] >= show and not taken_over(p, carried)]
-            add(total, review(carried + model, truth[t], show))
+            add(total, review(carried + model, truth[t], show, small[t]))
         # The review gate counts the pre-labels the slider hides too: those left (not taken
         # over by a carried box) go with one Shift+N for the scene.
         total["delete"] += int(any(p["score"] < show and not taken_over(p, truth[t])
@@ -512,7 +531,7 @@ def simulate_scene(truth: list[list[dict]], images: list, flow_at: FlowAt,
         if (with_model and predictions is None) or not wanted(name):
             continue
         results[name] = simulate_tracks(truth, flow_at, predictions if with_model else None,
-                                        score(name), size, policy)
+                                        score(name), size, policy, small)
     return results
 
 
@@ -530,7 +549,7 @@ def simulate(seq: dict, predictions: list[list[dict]] | None, ks: list[int],
         counts = simulate_scene([seq["truth"][t] for t in scene], [images[t] for t in scene],
                                 lambda i, j, s=s: flows(s + i, s + j),
                                 None if predictions is None else [predictions[t] for t in scene],
-                                ks, scores, only)
+                                ks, scores, only, [seq["small"][t] for t in scene])
         for name, c in counts.items():
             add(totals.setdefault(name, new_counts()), c)
     return totals
@@ -653,8 +672,8 @@ def report(totals: dict[str, dict[str, int]], frames: int) -> list[str]:
                      f"from a pre-label (T); one Shift+N a scene rejected the {c['rejected']} left (shown "
                      f"or hidden); keyframes where propagation stopped while the object went on: "
                      f"{c.get('stopped', 0)}, where its box drifted off: {c.get('drifted', 0)}; boxes "
-                     f"carried where the object is not: {c.get('strays', 0)}; propagations undone: "
-                     f"{c.get('undone', 0)}")
+                     f"carried where the object is not: {c.get('strays', 0)} (kept on objects under "
+                     f"--min-box: {c.get('small', 0)}); propagations undone: {c.get('undone', 0)}")
     assisted = [k for k in totals if k != "manual"]
     interp = [k for k in totals if k.startswith("interpolation")]
     best = min(assisted, key=lambda k: actions(totals[k]))

@@ -101,6 +101,25 @@ def test_boxes_carried_where_the_object_is_not_cost_a_delete_each(monkeypatch):
     assert sorted(final) == sorted(truth)
 
 
+def test_a_box_carried_onto_the_object_where_it_is_too_small_to_draw_is_kept(monkeypatch):
+    # The object goes on after frame 13 but shrinks under --min-box: the truth an annotator
+    # draws ends there, yet the boxes carried over it (IoU >= 0.5) are correct, not strays.
+    monkeypatch.setattr(effort, "propagate_track", never_stops)
+    small = [[box(i)] if i >= 14 else [] for i in range(20)]
+    small[18] = [box(18, x=5.0, y=5.0)]  # elsewhere: the carried box there is a stray
+    counts, final, _ = effort.label_track(20, {i: box(i) for i in range(14)}, None, size=SIZE,
+                                          small=small)
+    # the stray deleted on frame 18 splits the track: two spans to accept
+    assert actions(counts) == {"draw": 2, "adjust": 0, "delete": 1, "accept": 2}
+    assert (counts["strays"], counts["small"]) == (1, 5)
+    assert sorted(final) == [*range(18), 19]
+    # Frame by frame: a proposal on a small object is accepted with the frame, not deleted.
+    assert effort.review([box(0), box(0, x=5.0, y=5.0)], [box(0)], small=[box(0, x=5.0, y=5.0)]) == \
+        {"draw": 0, "adjust": 0, "delete": 0, "accept": 1}
+    assert effort.review([box(0, x=5.0, y=5.0)], [], small=[box(0, x=5.0, y=5.0, class_id=2)]) == \
+        {"draw": 0, "adjust": 0, "delete": 1, "accept": 0}
+
+
 def test_a_propagation_leaving_more_to_delete_than_to_draw_is_undone(monkeypatch):
     # An object on the scene's last 3 frames: 17 boxes carried back over the tissue before
     # it. Undo (one action) and drawing the middle frame beat 17 deletes.
