@@ -53,10 +53,11 @@ as accepted), a proposal left unmatched is deleted (one action) and a truth box 
 unmatched is drawn (one action). Boxes under ``--min-box`` pixels on either side are ignored
 (an annotator would not draw them either); a proposed or propagated box on such an object
 (IoU >= 0.5, same class) is correct, so it is kept and accepted with the others, not deleted
-(the object is there: only its size keeps it out of the truth an annotator draws). Proposals with a confidence under
-``--threshold`` are hidden, as by the workspace's threshold slider (default: for each
-pre-label strategy, the score with the fewest actions on ``--tune-videos`` validation sweeps,
-among 0.3-0.99 and the run's validation-F1 threshold; :func:`tune_scores`).
+(the object is there: only its size keeps it out of the truth an annotator draws).
+Proposals with a confidence under ``--threshold`` are hidden, as by the workspace's threshold
+slider (default: for each pre-label strategy, the score with the fewest actions on
+``--tune-videos`` validation sweeps, among 0.3-0.99 and the run's validation-F1 threshold;
+:func:`tune_scores`).
 
 Time: a keystroke-level estimate (Card, Moran & Newell, "The keystroke-level model for user
 performance time with interactive systems", CACM 23(7), 1980: K = 0.2 s a keystroke for an
@@ -335,8 +336,9 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
     counts = new_counts()
     class_id = next(iter(truth.values()))["class_id"]
 
-    def stray(i: int) -> bool:
-        return i not in truth and not (small and on_small_object({**boxes[i], "class_id": class_id}, small[i]))
+    def stray(i: int) -> bool:  # a propagated box at position i where the object is not
+        box = {**boxes[i], "class_id": class_id}
+        return i not in truth and not (small and on_small_object(box, small[i]))
     at = first_keyframe(truth, policy) if at is None else at
     hi = max(truth)
     keys = {at: start or truth[at]}
