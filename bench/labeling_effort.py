@@ -419,8 +419,8 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
                     policy: str = "ends", small: list[list[dict]] | None = None) -> dict[str, int]:
     """The track strategy on one scene (``truth`` per position; ``small``: its objects under
     ``--min-box``); with ``prelabels`` (the model's boxes per position) the track + pre-labels
-    strategy. Also counts, under
-    ``retired``, the pending pre-labels a track's accept retired (IoU >= 0.5 with its box)."""
+    strategy. Also counts, under ``retired``, the pending pre-labels a track's accept retired
+    (IoU >= 0.5 with its box)."""
     n = len(truth)
     counts = new_counts()
     # The scene played once to find its objects, then every frame checked once.
