@@ -11,10 +11,9 @@ train_speed.py``). 20 epochs, cross-validated on the same folds, did not raise A
 on the mean; AP +0.015 to +0.025 on every fold) for 1.7 times the training; whether a larger
 input buys more AP50 in the rest of the 25 minutes has not been cross-validated. Fitted
 anchors, weight EMA and the ultrasound augmentations stay options: none gained on the folds.
-Test-time flip
-(``--tta flip`` of evaluate, predict and cv) is a prediction option, off by default: on two
-folds it added 0.014-0.018 AP but 0.003-0.008 AP50 for 1.8 times the prediction time, and the
-workspace's pre-labels want speed.
+Test-time flip (``--tta flip`` of evaluate, predict and cv) is a prediction option, off by
+default: on two folds it added 0.014-0.018 AP but 0.003-0.008 AP50 for 1.8 times the
+prediction time, and the workspace's pre-labels want speed.
 """
 SIZE = 256  # input pixels (a multiple of 32)
 EPOCHS = 12  # passes over the training set; with validation, early stopping after PATIENCE
