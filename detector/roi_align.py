@@ -1,7 +1,7 @@
 """Multi-scale RoIAlign whose training step is fast on a CPU.
 
 torchvision's CPU ``roi_align`` backward scatters every bilinear sample channel by channel on one
-thread: in a training step of the default recipe (batch 4 at 256 px, 512 sampled RoIs an image)
+thread: in a training step of the 256 px recipe (batch 4, 512 sampled RoIs an image)
 it took about half of the step (0.45 of 0.92 s). The same pooling is a weighted sum of feature
 rows (each output bin averages ``sampling_ratio``² bilinear samples of 4 corners), so
 ``F.embedding_bag`` with per-sample weights computes it over all levels in one call, and the
