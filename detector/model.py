@@ -3,7 +3,7 @@
 Architectures (``ModelConfig.arch``):
 
 * ``single``: torchvision ``FasterRCNN`` on a backbone body with an FPN over strides 8/16/32
-  plus a max-pooled stride-64 level for the RPN.
+  (4/8/16/32 with ``min_stride=4``) plus a max-pooled stride-64 level for the RPN.
 * ``two_frame`` (default): the same, with FGFA-style aggregation on each FPN level before the
   RPN and box head (:class:`detector.aggregation.FlowGuidedAggregation`).
 * ``concat``: the paper's literal wording (:class:`detector.aggregation.ConcatAggregation`).
@@ -34,7 +34,8 @@ and ``bench/detector_speed.py``). torchvision's defaults are sized for 800 px CO
 classes, and most of their time went to the box head (1000 RoIs x 12544 inputs x 1024).
 Chosen here:
 
-* 128-channel FPN on strides 8/16/32, plus a max-pooled stride-64 level for the RPN only;
+* 128-channel FPN on strides 8/16/32, plus a max-pooled stride-64 level for the RPN only
+  (``min_stride=4`` adds a stride-4 map, for objects of a few pixels, at more time a frame);
 * 300 / 150 RPN proposals before / after NMS at test time (1000 / 500 in training),
   at most 100 detections;
 * a 512-wide two-layer box head on 7x7 RoIAlign of the 128-channel maps;
@@ -64,12 +65,13 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
 from detector.aggregation import ConcatAggregation, FlowGuidedAggregation, FrameState
-from detector.backbones import BACKBONES, build_body, fuse_conv_bn
+from detector.backbones import BACKBONES, MIN_STRIDES, build_body, fuse_conv_bn
 from detector.flow import flow_for_level
 from detector.roi_align import BagMultiScaleRoIAlign
 
 ARCHS = ("single", "two_frame", "concat")
-LEVELS = ("0", "1", "2")  # FPN outputs at strides 8, 16, 32; "pool" (64) is added for the RPN
+DEFAULT_ANCHORS = [[16, 32], [48, 64], [96, 128], [192, 320]]  # strides 8, 16, 32, 64
+FINE_ANCHORS = [[8, 12]]  # stride 4, with min_stride=4
 
 
 @dataclass
@@ -83,8 +85,10 @@ class ModelConfig:
     flow_side: int | None = None  # None: size // 2
     fpn_channels: int = 128
     box_head_dim: int = 512
-    anchor_sizes: list[list[int]] = field(
-        default_factory=lambda: [[16, 32], [48, 64], [96, 128], [192, 320]])
+    # stride of the finest FPN map: 8, or 4 for objects of a few pixels (a 10 px vessel spans
+    # one cell at stride 8: its RoI is pooled from a single cell), at more cost a frame
+    min_stride: int = 8
+    anchor_sizes: list[list[int]] | None = None  # per level, finest first; None: the defaults
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     rpn_pre_nms_top_n_train: int = 1000
     rpn_post_nms_top_n_train: int = 500
@@ -105,6 +109,18 @@ class ModelConfig:
             raise ValueError("num_classes counts background and at least one class")
         if self.pretrained is None:
             self.pretrained = self.backbone == "efficientnet_lite0" or bool(self.backbone_weights)
+        if self.min_stride not in MIN_STRIDES:
+            raise ValueError(f"min_stride must be one of {MIN_STRIDES} (got {self.min_stride})")
+        if self.anchor_sizes is None:
+            self.anchor_sizes = (FINE_ANCHORS if self.min_stride == 4 else []) + DEFAULT_ANCHORS
+        if len(self.anchor_sizes) != len(self.levels) + 1:
+            raise ValueError(f"{len(self.levels) + 1} anchor levels needed (the FPN maps and the "
+                             f"pool level), got {len(self.anchor_sizes)}")
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Names of the FPN maps, finest first; the RPN also sees a "pool" level (stride 64)."""
+        return tuple(str(i) for i in range(4 if self.min_stride == 4 else 3))
 
     @property
     def flow_max_side(self) -> int:
@@ -141,7 +157,7 @@ class TwoFrameFasterRCNN(FasterRCNN):
 
     def __init__(self, config: ModelConfig, load_backbone_weights: bool = True):
         body = build_body(config.backbone, config.backbone_weights, config.pretrained,
-                          load=load_backbone_weights)
+                          load=load_backbone_weights, min_stride=config.min_stride)
         c = config.fpn_channels
         anchors = AnchorGenerator(tuple(tuple(s) for s in config.anchor_sizes),
                                   (tuple(config.aspect_ratios),) * len(config.anchor_sizes))
@@ -154,7 +170,8 @@ class TwoFrameFasterRCNN(FasterRCNN):
             rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
             rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
-            box_roi_pool=BagMultiScaleRoIAlign(list(LEVELS), output_size=7, sampling_ratio=2),
+            box_roi_pool=BagMultiScaleRoIAlign(list(config.levels), output_size=7,
+                                               sampling_ratio=2),
             box_head=TwoMLPHead(c * 7 * 7, config.box_head_dim),
             box_predictor=FastRCNNPredictor(config.box_head_dim, config.num_classes),
             box_batch_size_per_image=config.box_batch_size_per_image,
@@ -181,7 +198,7 @@ class TwoFrameFasterRCNN(FasterRCNN):
         return self.transform(images)[0]
 
     def extract(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """FPN maps at strides 8/16/32 of a prepared batch tensor, in float32 (under
+        """FPN maps (strides 8/16/32, or 4/8/16/32) of a prepared batch tensor, in float32 (under
         autocast the body and FPN run in reduced precision, see :func:`full_precision`)."""
         return {k: v.float() for k, v in self.backbone(batch).items()}
 
@@ -212,8 +229,9 @@ class TwoFrameFasterRCNN(FasterRCNN):
     def detect(self, images: ImageList, features: dict[str, torch.Tensor],
                original_sizes: list[tuple[int, int]],
                targets: list[dict[str, torch.Tensor]] | None = None):
-        feats = OrderedDict((k, features[k]) for k in LEVELS)
-        feats["pool"] = F.max_pool2d(feats[LEVELS[-1]], 1, 2, 0)
+        levels = self.config.levels
+        feats = OrderedDict((k, features[k]) for k in levels)
+        feats["pool"] = F.max_pool2d(feats[levels[-1]], 1, 2, 0)
         proposals, rpn_losses = self.rpn(images, feats, targets)
         detections, head_losses = self.roi_heads(feats, proposals, images.image_sizes, targets)
         if self.training:

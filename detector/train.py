@@ -66,7 +66,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detector import recipe
-from detector.backbones import BACKBONES
+from detector.backbones import BACKBONES, MIN_STRIDES
 from detector.checkpoint import (atomic_save, load_matching, model_path, read_checkpoint,
                                  save_model)
 from detector.cli import CliParser, positive
@@ -99,6 +99,7 @@ class TrainConfig:
     init: str | None = None
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
+    min_stride: int = 8
     max_iters: int | None = None
     patience: int = recipe.PATIENCE
     warmup_iters: int = recipe.WARMUP_ITERS
@@ -122,6 +123,8 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"unknown model {config.model!r}; choose from {', '.join(ARCHS)}")
     if config.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {config.backbone!r}")
+    if config.min_stride not in MIN_STRIDES:
+        raise ValueError(f"min-stride must be one of {MIN_STRIDES}, not {config.min_stride}")
     for name in ("epochs", "batch", "patience"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1")
@@ -264,7 +267,7 @@ def _train(config: TrainConfig, progress: Callable[[float], None] | None, place:
         select_categories(coco, config.classes)
     model_config = ModelConfig.from_dict(resume_state["model_config"]) if resume_state else \
         ModelConfig(arch=config.model, backbone=config.backbone,
-                    backbone_weights=config.backbone_weights,
+                    backbone_weights=config.backbone_weights, min_stride=config.min_stride,
                     num_classes=len(categories) + 1, size=config.size)
     temporal = model_config.arch != "single"
     train_set = PairDataset(coco, config.images, categories, model_config.size,
@@ -527,6 +530,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                                        "start this model, e.g. a trained single-frame run")
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--backbone-weights", help="local ImageNet checkpoint of the backbone")
+    parser.add_argument("--min-stride", type=int, choices=MIN_STRIDES, default=8,
+                        help="stride of the finest feature map: 4 adds a level for objects of "
+                             "a few pixels, at more time a frame (default 8)")
     parser.add_argument("--max-iters", type=positive(int), help="optimiser steps at most")
     parser.add_argument("--patience", type=positive(int), default=recipe.PATIENCE)
     parser.add_argument("--classes", help="comma-separated category names (default: all)")
@@ -560,7 +566,7 @@ def config_from_args(args: argparse.Namespace, *, coco: str, images: str, out: s
         val_coco=val_coco, val_images=val_images, epochs=args.epochs, lr=args.lr,
         batch=args.batch, size=args.size, seed=args.seed, init=args.init,
         backbone=args.backbone, backbone_weights=args.backbone_weights,
-        max_iters=args.max_iters, patience=args.patience,
+        min_stride=args.min_stride, max_iters=args.max_iters, patience=args.patience,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes
         else None, augment=not args.no_augment and args.augment_set != "none",
         augment_set="default" if args.augment_set == "none" else args.augment_set,
@@ -578,7 +584,8 @@ def train_argv(config: TrainConfig) -> list[str]:
     args = ["--coco", config.coco, "--images", config.images, "--out", config.out,
             "--model", config.model, "--epochs", str(config.epochs), "--lr", repr(config.lr),
             "--batch", str(config.batch), "--size", str(config.size), "--seed", str(config.seed),
-            "--backbone", config.backbone, "--patience", str(config.patience),
+            "--backbone", config.backbone, "--min-stride", str(config.min_stride),
+            "--patience", str(config.patience),
             "--workers", str(config.workers), "--device", config.device,
             "--precision", config.precision]
     for flag, value in (("--val-coco", config.val_coco), ("--val-images", config.val_images),

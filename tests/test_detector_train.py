@@ -302,7 +302,7 @@ def test_two_frame_learns_on_a_tiny_phantom_sweep(tmp_path: Path):
      "batch": 2, "size": 256, "seed": 7, "init": "runs/x", "max_iters": 9, "patience": 2,
      "classes": ["tumor", "vessel"], "augment": False, "resume": True, "workers": 1,
      "device": "cpu", "precision": "fp32", "backbone_weights": "w.pth",
-     "augment_set": "ultrasound", "fit_anchors": True, "ema": 0.999},
+     "augment_set": "ultrasound", "fit_anchors": True, "ema": 0.999, "min_stride": 4},
 ])
 def test_train_argv_gives_back_the_same_config(changes):
     """What a launcher (torchrun, the retrain job) runs trains with the config it was given."""

@@ -61,13 +61,15 @@ def test_a_device_the_worker_lacks_fails_the_job_in_one_line(japp, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2])
-def test_a_cpu_retrain_job_runs_with_one_or_two_processes(japp, processes):
+@pytest.mark.parametrize("processes, min_stride", [(1, None), (2, "4")])
+def test_a_cpu_retrain_job_runs_with_one_or_two_processes(japp, processes, min_stride):
+    """Two processes also carry the stride-4 level through torchrun's command line."""
     tiny_version(japp)
+    extra = {"min_stride": min_stride} if min_stride else {}
     with japp.app_context():
         job = start_job("retrain", {"dataset": "tiny", "model": "single", "epochs": 1,
                                     "size": 64, "batch": 2, "device": "cpu",
-                                    "processes": processes})
+                                    "processes": processes, **extra})
         assert job.status == JobStatus.succeeded, (job.error, job.log_tail)
         assert job.progress == 100
         version = db.session.get(ModelVersion, job.result["model_version"])
@@ -77,6 +79,10 @@ def test_a_cpu_retrain_job_runs_with_one_or_two_processes(japp, processes):
 
         files = {p.name for p in model_dir(version.id).iterdir()}
         assert "model.pt" in files
+        from detector.checkpoint import read_checkpoint
+
+        saved = read_checkpoint(model_dir(version.id))["config"]
+        assert saved["min_stride"] == int(min_stride or 8)
         if processes == 2:  # the launcher's output is kept with the run
             assert "torchrun.log" in files
             log = (model_dir(version.id) / "train.log").read_text()
@@ -156,8 +162,8 @@ def test_the_retrain_job_and_its_form_default_to_the_cli_recipe(japp, login):
     add_train_options(parser)
     cli = parser.parse_args([])
     params = KINDS["retrain"].params
-    assert (params["epochs"].default, params["size"].default, params["batch"].default) == \
-        (cli.epochs, cli.size, cli.batch)
+    assert (params["epochs"].default, params["size"].default, params["batch"].default,
+            int(params["min_stride"].default)) == (cli.epochs, cli.size, cli.batch, cli.min_stride)
     tiny_version(japp)
     client = login("admin")
     page = client.get("/jobs").get_data(as_text=True)
