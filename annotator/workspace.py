@@ -162,7 +162,9 @@ def propagate(scene_id: int) -> Any:
 def propagate_track(scene_id: int) -> Any:
     """Propagate one track through the scene from its keyframes (``track_id``), or start a
     track from a pending pre-label (``box_id``); with ``frame_id``, the frame just corrected:
-    only the spans it bounds are re-propagated."""
+    only the spans it bounds are re-propagated; with ``threshold`` (the score slider), the
+    pre-labels shown at it steer the track's boxes."""
+    from .services.box_edits import score_threshold
     from .services.propagate import PropagationRefused, get_scene  # OpenCV: not at start-up
     from .services.track_propagation import propagate_stored_track, seed_prelabel
 
@@ -177,7 +179,9 @@ def propagate_track(scene_id: int) -> Any:
         if changed is None or changed.scene_id != scene.id:
             raise PropagationRefused(f"Frame {frame_id} ('frame_id') is not in scene {scene.id}.",
                                      status=404)
-    result = propagate_stored_track(scene, track_id, current_user._get_current_object(), changed, seed)
+    threshold = score_threshold(body) if body.get("threshold") is not None else None
+    result = propagate_stored_track(scene, track_id, current_user._get_current_object(), changed,
+                                    seed, threshold)
     # The pre-label a track was started from is sent back too: it has its track id now.
     reload = [*result.changed, *([seed.frame.frame_index] if seed is not None else [])]
     names = dict(db.session.execute(db.select(User.id, User.username)).all())

@@ -41,10 +41,13 @@ interpolation and tracks stay within a scene; 0 or more than ``--frames``: one s
   frame is adjusted (an edited pre-label is accepted), or the keyframe is drawn. Where the
   checking pass corrects a frame and a pre-label matching the object at IoU >= 0.7 overlaps
   the propagated box at IoU >= 0.5, the app's fused box is taken (U, one accept) instead of
-  an adjust. Accepting a track retires the pending pre-labels of its class that overlap its
-  boxes (IoU >= 0.5), as key P does for a carried box; every other pre-label, shown or hidden
-  by the slider, is a false positive, and the review gate refuses a scene with an undecided
-  one: one Shift+N for the scene rejects them all (a delete).
+  an adjust. The workspace's "Pre-labels steer tracks" is on: every propagation of a track is
+  steered by the shown pre-labels of its class that no track has taken
+  (``track_fuse.steer``: a propagated box overlapping one at IoU >= 0.5 is stored as
+  the mean of the two). Accepting a track retires the pending pre-labels of its class that
+  overlap its boxes (IoU >= 0.5), as key P does for a carried box; every other pre-label,
+  shown or hidden by the slider, is a false positive, and the review gate refuses a scene with
+  an undecided one: one Shift+N for the scene rejects them all (a delete).
 
 The simulated annotator, per frame of the frame-by-frame strategies, matches the proposed
 boxes to the truth (same class, greedy by IoU): IoU >= 0.7 is accepted as is (one "accept
@@ -87,12 +90,12 @@ trains one into DIR so later runs reuse it; without ``--run`` the model is train
 temporary folder. Training: a two-frame model on ``--train-videos`` phantom sweeps of
 ``--train-frames`` frames (seed ``--seed + 100``; validation sweeps seed ``--seed + 200``,
 for the score calibration and threshold; the held-out sweeps are seed ``--seed``) for
-``--train-iters`` iterations at ``--size`` px with ``--threads`` torch threads; the defaults
-train in under 10 minutes on 2 CPU cores (600 iterations: 6.7 min with 2 threads; 300 took
-3.5 min and 159 actions on the validation sweeps against 152), and the wall and CPU time are
-printed and kept in ``DIR/train_time.json``. ``../shared/data/rus-abdominal`` labels isolated
-frames (no consecutive labelled frames), so it cannot be replayed as a sequence; the bench says
-so and uses the phantom only.
+``--train-iters`` iterations at ``--size`` px with ``--threads`` torch threads, with a
+stride-4 level in its feature pyramid (``--min-stride 4``: the vessels are 6-16 px); the
+defaults train in under 10 minutes on 2 CPU cores (the README gives the time measured), and
+the wall and CPU time are printed and kept in ``DIR/train_time.json``.
+``../shared/data/rus-abdominal`` labels isolated frames (no consecutive labelled frames), so it
+cannot be replayed as a sequence; the bench says so and uses the phantom only.
 
 The table gives actions and estimated time per strategy, then what the fastest strategy is
 and how the time of the one with the fewest actions compares. The last two lines are
@@ -120,6 +123,7 @@ sys.path.insert(0, str(ROOT))
 from annotator.services.boxes import clip_box, greedy_match, iou, same_object  # noqa: E402
 from annotator.services.propagate import (FlowPair, flow_pair, propagate_boxes,  # noqa: E402
                                           reversed_pair)
+from annotator.services.track_fuse import steer  # noqa: E402
 from annotator.services.track_propagation import (TrackBoxes, look_again,  # noqa: E402
                                                   propagate_track)
 
@@ -317,7 +321,8 @@ def first_keyframe(truth: dict[int, dict], policy: str) -> int:
 
 def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str = "draw",
                 start: dict | None = None, at: int | None = None,
-                offers: dict[int, dict] | None = None, policy: str = "ends",
+                offers: dict[int, dict] | None = None,
+                steering: dict[int, list[dict]] | None = None, policy: str = "ends",
                 size: tuple[int, int] | None = None, small: list[list[dict]] | None = None
                 ) -> tuple[dict[str, int], dict[int, dict], set[int]]:
     """The actions to label one object (``truth``: position -> box) of a scene of ``n`` frames
@@ -353,6 +358,8 @@ def label_track(n: int, truth: dict[int, dict], flow_at: FlowAt, *, first: str =
 
     def propagate(around: int | None = None) -> None:
         part = propagate_track(n, keys, flow_at, around)
+        if steering:
+            part.boxes = steer(part.boxes, steering)
         new = {j: _stored(b, size) for j, b in part.boxes.items() if not b.get("keyframe")}
         new = {j: b for j, b in new.items() if b is not None}
         before = TrackBoxes(boxes={j: b for j, b in boxes.items() if j in part.covered},
@@ -452,8 +459,10 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
                 first = "adjust"
                 used.add(adjustable)
         offers = {i: shown[i][j] for (i, j), overlap in mine.items() if overlap >= GOOD_IOU and i != at}
+        steering = None if shown is None else _steering(shown, used, track)
         track_counts, final, fused = label_track(n, track, flow_at, first=first, start=start, at=at,
-                                                 offers=offers, policy=policy, size=size, small=small)
+                                                 offers=offers, steering=steering, policy=policy,
+                                                 size=size, small=small)
         used |= {(i, j) for (i, j) in mine if i in fused and offers.get(i) is shown[i][j]}
         add(counts, track_counts)
         for i, box in final.items():
@@ -469,6 +478,15 @@ def simulate_tracks(truth: list[list[dict]], flow_at: FlowAt, prelabels: list[li
         counts["rejected"] = rest
         counts["delete"] += int(rest > 0)
     return counts
+
+
+def _steering(shown: list[list[dict]], used: set[tuple[int, int]], track: dict[int, dict]
+              ) -> dict[int, list[dict]]:
+    """The pre-labels that steer a track's boxes, by position: as in the app, the pending ones
+    of its class shown at the slider, less those taken (a track started from one, or edited)."""
+    class_id = next(iter(track.values()))["class_id"]
+    return {i: [p for j, p in enumerate(frame) if p["class_id"] == class_id and (i, j) not in used]
+            for i, frame in enumerate(shown)}
 
 
 TRACK_STRATEGIES = [("track", "ends", False), ("track, first keyframe only", "first", False),
@@ -636,9 +654,10 @@ def train_model(run: Path, args: argparse.Namespace) -> Path:
                       val_coco=str(val_coco), val_images=str(val_coco.parent / "images"),
                       model="two_frame", epochs=1000, patience=1000, max_iters=args.train_iters,
                       size=args.size, batch=4, lr=1e-3, warmup_iters=50, seed=args.seed,
-                      device="cpu"))
+                      min_stride=args.min_stride, device="cpu"))
     info = {"train_videos": args.train_videos, "train_frames": args.train_frames,
             "iterations": args.train_iters, "size": args.size, "threads": args.threads,
+            "min_stride": args.min_stride,
             "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(time.process_time() - cpu, 1),
             "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
     record.write_text(json.dumps(info, indent=1))
@@ -649,7 +668,8 @@ def train_model(run: Path, args: argparse.Namespace) -> Path:
 
 def describe_training(info: dict) -> str:
     return (f"a two-frame model on {info['train_videos']} phantom sweeps x {info['train_frames']} "
-            f"frames, {info['iterations']} iterations at {info['size']} px, {info['threads']} "
+            f"frames, {info['iterations']} iterations at {info['size']} px (finest map stride "
+            f"{info.get('min_stride', 8)}), {info['threads']} "
             f"threads: {info['wall_s'] / 60:.1f} min wall, {info['cpu_s'] / 60:.1f} min CPU "
             f"(load average {info['load_before']:g} before, {info['load_after']:g} after)")
 
@@ -705,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-videos", type=int, default=10)
     p.add_argument("--train-frames", type=int, default=24)
     p.add_argument("--train-iters", type=int, default=600)
+    p.add_argument("--min-stride", type=int, choices=(8, 4), default=4,
+                   help="the model's finest feature map (4: a level for objects of a few pixels)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--no-model", action="store_true", help="skip the model and the pre-label strategies")
     p.add_argument("--tune-videos", type=int, default=3,

@@ -68,3 +68,38 @@ def test_the_fused_box_offer_is_shown_and_accepted_with_u_and_undone(live, brows
     settle(page)
     assert page.evaluate("window.sonolabel.boxes[window.sonolabel.frames[5].id].map(b => b.id)") == [pre_id]
     assert page.errors == []
+
+
+def test_with_steer_ticked_t_moves_the_propagated_box_halfway_to_the_prelabel(live, browser):
+    seeded = seed_scene(live, frames=10, width=320, height=240)
+    lesion = lesion_box(5, 320, 240)
+    edges = {**lesion, "x": lesion["x"] + 4, "w": lesion["w"] + 2}
+    with live.app_context():
+        db.session.add(Box(frame_id=seeded.frame_ids[5], class_id=1, source=BoxSource.model,
+                           score=0.85, model_version="m1", **edges))
+        db.session.commit()
+    page = logged_in_page(browser, live, "annotator", f"/scenes/{seeded.scene_id}/label",
+                          WORKSPACE_READY)
+    draw_box(page, lesion_box(0, 320, 240))
+    go_to_frame(page, 9)
+    draw_box(page, lesion_box(9, 320, 240))
+    page.keyboard.press("t")
+    settle(page)
+    carried = ("window.sonolabel.boxes[window.sonolabel.frames[5].id]"
+               ".find(b => b.source === 'propagated')")
+    flow = page.evaluate(carried)
+    assert not page.is_checked("#steer")  # off unless asked: T gives the flow's box
+
+    page.check("#steer")
+    page.click("#track-propagate")
+    settle(page)
+    steered = page.evaluate(carried)
+    assert steered["track_id"] == flow["track_id"] == 1
+    for k in ("x", "w"):
+        assert steered[k] == pytest.approx((flow[k] + edges[k]) / 2, abs=0.051)
+    page.fill("#threshold", "0.9")  # the pre-label hidden: it steers nothing
+    page.dispatch_event("#threshold", "input")
+    page.click("#track-propagate")
+    settle(page)
+    assert page.evaluate(carried)["x"] == pytest.approx(flow["x"], abs=0.051)
+    assert page.errors == []

@@ -191,3 +191,20 @@ def test_time_model_states_a_source_for_every_figure():
     assert set(effort.SOURCES) == set(effort.SECONDS) >= {*effort.ACTIONS, "look"}
     counts = {**effort.new_counts(), "draw": 2, "accept": 1, "look": 20}
     assert effort.seconds(counts) == pytest.approx(2 * 7.0 + 1.75 + 20 * 1.55)
+
+
+def test_prelabels_that_steer_the_track_hold_an_object_sliding_through_the_tissue():
+    """The object moves 1 px a frame more than the tissue (a vessel's cross-section sliding as
+    the plane sweeps): the flow's box falls behind, 9 px by frame 9, and needs a correction;
+    steered by the detector's boxes on the object, each box is halfway between the two and
+    none needs one."""
+    n = 12
+    flow_at = effort.scene_flows(views(n))
+    truth = {i: box(i, x=START["x"] + (DX + 1.0) * i) for i in range(n)}
+    alone, _, _ = effort.label_track(n, truth, flow_at, policy="first", size=SIZE)
+    assert actions(alone) == {"draw": 1, "adjust": 1, "delete": 0, "accept": 1}
+    detector = {i: [{**b, "score": 0.9}] for i, b in truth.items()}
+    steered, final, _ = effort.label_track(n, truth, flow_at, policy="first", size=SIZE,
+                                           steering=detector)
+    assert actions(steered) == {"draw": 1, "adjust": 0, "delete": 0, "accept": 1}
+    assert min(effort.iou(final[i], truth[i]) for i in range(n)) >= effort.GOOD_IOU

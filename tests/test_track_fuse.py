@@ -121,3 +121,32 @@ def test_accepting_the_track_retires_an_offered_prelabel_instead_of_leaving_it_u
     assert (feedback["m1"]["accepted"], feedback["m1"]["rejected"], feedback["m1"]["pending"]) == (0, 0, 2)
     assert s.json("POST", "/api/events/revert", {"event_ids": data["undo_ids"]}).status_code == 200
     assert s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["offers"] == propagated["fused"]
+
+
+def test_prelabels_shown_at_the_slider_steer_the_track_halfway_to_their_edges(app, login):
+    """With the workspace's threshold, a pre-label of the track's class shown at it moves the
+    propagated box on its frame halfway to the detector's edges; one under it, one of another
+    class and one that is not the same object move nothing."""
+    seeded, s, plain_run, pre_id, _, _ = _scene_with_offer(app, login)
+    url = f"/scenes/{seeded.scene_id}/propagate-track"
+
+    def carried(answer, index):
+        return next(b for f in answer["frames"] if f["frame_index"] == index for b in f["boxes"]
+                    if b["source"] == "propagated")
+
+    flow4 = carried(plain_run, 4)
+    high = s.json("POST", url, {"track_id": 5, "threshold": 0.9})  # the 0.8 pre-label is hidden
+    assert high.status_code == 200 and high.get_json()["changed_frames"] == []
+    steered = s.json("POST", url, {"track_id": 5, "threshold": 0.5})
+    assert steered.status_code == 200, steered.get_json()
+    answer = steered.get_json()
+    assert answer["changed_frames"] == [4]  # the far pre-label on frame 2 is another object
+    box = carried(answer, 4)
+    detector = s.get(f"/api/scenes/{seeded.scene_id}/tracks").get_json()["offers"][0]
+    assert detector["prelabel_id"] == pre_id
+    for k in ("x", "w"):
+        assert abs(box[k] - (flow4[k] + detector[k]) / 2) <= 0.051  # stored to 0.1 px
+    assert box["track_id"] == 5 and box["source"] == "propagated"
+    for bad in (1.5, "high"):
+        refused = s.json("POST", url, {"track_id": 5, "threshold": bad})
+        assert refused.status_code == 400 and "threshold" in refused.get_json()["error"]

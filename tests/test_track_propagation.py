@@ -11,6 +11,7 @@ from annotator.models import Box, BoxSource, Frame, LabelEvent, Scene
 from annotator.services.flow_cache import FlowCache
 from annotator.services.propagate import FlowPair, flow_pair, reversed_pair
 from annotator.services.track_fuse import fused_box
+from annotator.services.track_fuse import steer
 from annotator.services.track_propagation import changed_positions, propagate_stored_track, propagate_track
 
 DX, DY = 1.5, -1.0  # known motion per frame
@@ -171,6 +172,18 @@ def test_the_fused_box_is_the_overlapping_prelabel():
     far = {"id": 8, "x": 40.0, "y": 40.0, "w": 40.0, "h": 40.0}
     assert fused_box(box, [far, near]) is near
     assert fused_box(box, [far]) is None
+
+
+def test_a_prelabel_steers_the_propagated_box_halfway_but_not_a_keyframe_nor_another_object():
+    boxes = {0: {"x": 10.0, "y": 10.0, "w": 40.0, "h": 40.0, "confidence": 1.0, "keyframe": True},
+             1: {"x": 10.0, "y": 10.0, "w": 40.0, "h": 40.0, "confidence": 0.9},
+             2: {"x": 10.0, "y": 10.0, "w": 40.0, "h": 40.0, "confidence": 0.8}}
+    near = {"x": 14.0, "y": 8.0, "w": 42.0, "h": 40.0}
+    far = {"x": 40.0, "y": 40.0, "w": 40.0, "h": 40.0}
+    steered = steer(boxes, {0: [near], 1: [far, near], 2: [far]})
+    assert steered[0] == boxes[0] and steered[2] == boxes[2]
+    assert steered[1] == {"x": 12.0, "y": 9.0, "w": 41.0, "h": 40.0, "confidence": 0.9}
+    assert boxes[1]["x"] == 10.0  # the boxes given are left as they were
 
 
 def test_the_flow_cache_computes_once_and_drops_the_least_recent_beyond_its_bound():

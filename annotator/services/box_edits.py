@@ -201,7 +201,8 @@ def _check_noop(frame: Frame, user: User) -> None:
         check_editable(frame.scene, user)
 
 
-def _threshold(payload: dict[str, Any]) -> float:
+def score_threshold(payload: dict[str, Any]) -> float:
+    """The request's ``threshold``: the workspace's score slider, 0 to 1."""
     value = finite_number(payload.get("threshold"), "threshold")
     if not 0.0 <= value <= 1.0:
         raise LabelRefused("'threshold' must lie between 0 and 1.")
@@ -212,7 +213,7 @@ def _threshold(payload: dict[str, Any]) -> float:
 def accept_above(frame_id: int, payload: dict[str, Any], user: User) -> Change:
     """Accept every pre-label of the frame scoring at least ``threshold``."""
     frame = get_frame(frame_id)
-    threshold = _threshold(payload)
+    threshold = score_threshold(payload)
     chosen = [b for b in frame.boxes
               if b.source != BoxSource.manual and (b.score if b.score is not None else 0.0) >= threshold]
     if not chosen:

@@ -13,6 +13,9 @@ Design choices:
   removed with a ``replace`` event (not a rejection). Both events carry box ids, so one undo
   restores both boxes as they were. The fused box is the annotator's decision: a manual box,
   hence a keyframe of the track the next time it is propagated.
+- The same rule steers a propagation when the workspace asks (:func:`steer`, its "Pre-labels
+  steer tracks"): the propagated box stored is the mean of the flow's box and the pre-label's;
+  :mod:`.track_propagation` says why.
 """
 from __future__ import annotations
 
@@ -28,12 +31,38 @@ from .input_checks import is_db_int, shown
 from .workflow import Change, Conflict, LabelRefused, atomic, commit, start_editing
 
 GEOMETRY = ("x", "y", "w", "h")
+# How far a pre-label steers the propagated box it is one object with (see steer): halfway,
+# the mean of two estimates of one box trusted alike
+STEER = 0.5
 
 
 def fused_box(box: dict[str, float], prelabels: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pre-label (same class, already filtered) overlapping ``box`` most, at IoU >= 0.5."""
     best = max(prelabels, key=lambda p: iou(box, p), default=None)
     return best if best is not None and same_object(box, best) else None
+
+
+def steer(boxes: dict[int, dict[str, Any]], prelabels: dict[int, list[dict[str, Any]]]
+          ) -> dict[int, dict[str, Any]]:
+    """``boxes`` (a track's, by position) with each propagated one (not flagged ``keyframe``)
+    moved ``STEER`` of the way to the pre-label of ``prelabels`` (by position; the track's
+    class, shown) that :func:`fused_box` offers for it."""
+    out = dict(boxes)
+    for i, box in boxes.items():
+        best = None if box.get("keyframe") else fused_box(box, prelabels.get(i, []))
+        if best is not None:
+            out[i] = {**box, **{k: (1 - STEER) * box[k] + STEER * best[k] for k in GEOMETRY}}
+    return out
+
+
+def shown_prelabels(frames: list[Frame], class_id: int, threshold: float
+                    ) -> dict[int, list[dict[str, Any]]]:
+    """The pending pre-labels of ``class_id`` that no track holds, scoring at least
+    ``threshold``, by position in ``frames``."""
+    return {i: [plain(b) for b in frame.boxes
+                if b.source == BoxSource.model and b.track_id is None
+                and b.class_id == class_id and (b.score or 0.0) >= threshold]
+            for i, frame in enumerate(frames)}
 
 
 def _offer(frame: Frame, box: Box, prelabel: Box) -> dict[str, Any]:

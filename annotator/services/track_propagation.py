@@ -34,6 +34,15 @@ Design choices:
 - A pending pre-label of the track's class overlapping a propagated box (IoU >= 0.5) is
   offered as a fused box: the detector's edges with the track's identity
   (:mod:`.track_fuse`). Nothing is written for it: accepting it is the annotator's decision.
+- Before that, the same pre-label steers the propagated box (:func:`.track_fuse.steer`): the
+  box stored is the mean of the flow's box and the detector's, when the pre-label is shown at
+  the workspace's threshold and its "Pre-labels steer tracks" is ticked. The flow's box drifts
+  where an object changes its cross-section faster than the tissue moves (an oblique vessel
+  slides through the plane as it sweeps), and the detector's edges are off by their own
+  errors; with tight pre-labels the two are largely independent and their mean is nearer the
+  object than either (``bench/labeling_effort.py``; with loose ones it is not, hence the
+  option). Only the stored box changes: the chain that carries the track on is the flow's
+  alone, so a wrong pre-label moves one frame's box, never the rest.
 - A track can start from a pending pre-label (key T on it): the pre-label gets a new track id
   and stays pending (the detector's box, not yet the annotator's) as the track's keyframe;
   accepting the track accepts it as a pre-label. The id is given with an ``update`` event
@@ -54,7 +63,7 @@ from .boxes import clip_box, iou, plain
 from .event_log import record_event
 from .input_checks import is_db_int, shown
 from .propagate import FlowPair, PropagationRefused, frame_flow, move_box
-from .track_fuse import offers as fused_offers, scene_box
+from .track_fuse import offers as fused_offers, scene_box, shown_prelabels, steer
 from .tracks import next_track_id
 from .workflow import Change, check_editable, commit, start_editing
 
@@ -310,11 +319,14 @@ def seed_prelabel(scene: Scene, payload: dict[str, Any]) -> tuple[int | None, Bo
 
 
 def propagate_stored_track(scene: Scene, track_id: int | None, user: User | None,
-                           changed: Frame | None = None, seed: Box | None = None) -> TrackPropagation:
+                           changed: Frame | None = None, seed: Box | None = None,
+                           threshold: float | None = None) -> TrackPropagation:
     """Propagate a track through ``scene`` (only the spans bounded by ``changed``, when
     given) and store the boxes that changed, in one transaction. With ``seed`` (a pending
     pre-label without a track) a new track is started from it: the pre-label gets the track's
-    id (an ``update`` event, so undo takes it back) and stays pending."""
+    id (an ``update`` event, so undo takes it back) and stays pending. With ``threshold`` (the
+    workspace's score slider), the pending pre-labels shown at it steer the boxes
+    (:func:`.track_fuse.steer`)."""
     check_editable(scene, user)  # before the flow: a refusal should not wait for it
     frames = list(scene.frames)
     try:
@@ -330,6 +342,8 @@ def propagate_stored_track(scene: Scene, track_id: int | None, user: User | None
                 raise PropagationRefused(f"Frame {changed.id} is not in scene {scene.id}.")
         result = propagate_track(len(frames), keyframes,
                                  lambda i, j: frame_flow(frames[i], frames[j]), around)
+        if threshold is not None:
+            result.boxes = steer(result.boxes, shown_prelabels(frames, class_id, threshold))
         before = _stored(frames, track_id)
         # A keyframe drawn where the track had a propagated box supersedes that box.
         positions = sorted({i for i in changed_positions(before, result) if i not in keyframes}

@@ -25,7 +25,7 @@
   const S = {
     scene: null, classes: [], frames: [], boxes: {}, review: { origins: {}, rejected: {} },
     perms: {}, user: null, cur: 0, sel: null, classId: null,
-    threshold: 0.5, ghost: false, showModel: false, playing: null,
+    threshold: 0.5, ghost: false, showModel: false, steer: false, playing: null,
     adj: { brightness: 0, contrast: 1, gamma: 1 },
     view: { scale: 1, ox: 0, oy: 0, fitted: false },
     undo: [], redo: [], images: new Map(), drag: null, hover: null,
@@ -632,6 +632,8 @@
     enqueue(f.id, async () => {
       const body = seed ? { box_id: seed.id } : { track_id: id };
       if (corrected != null) body.frame_id = corrected;
+      // "Pre-labels steer tracks": those shown at the slider steer it (services/track_fuse.py)
+      if (S.steer) body.threshold = S.threshold;
       const r = await api("POST", root.dataset.propagateTrackUrl, body);
       id = r.track_id;
       delete S.corrected[id];
@@ -1279,6 +1281,7 @@
   });
   $("ghost").addEventListener("change", (e) => { S.ghost = e.target.checked; draw(); });
   $("show-model").addEventListener("change", (e) => { S.showModel = e.target.checked; draw(); });
+  $("steer").addEventListener("change", (e) => { S.steer = e.target.checked; });
   $("fit").addEventListener("click", fit);
   function toggleKeys(show) {
     const el = $("keys-help");
