@@ -102,4 +102,7 @@ def test_with_steer_ticked_t_moves_the_propagated_box_halfway_to_the_prelabel(li
     page.click("#track-propagate")
     settle(page)
     assert page.evaluate(carried)["x"] == pytest.approx(flow["x"], abs=0.051)
+    page.reload()  # the choice is kept for the next scene the annotator opens
+    page.wait_for_selector(WORKSPACE_READY)
+    assert page.is_checked("#steer")
     assert page.errors == []

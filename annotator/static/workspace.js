@@ -1281,7 +1281,11 @@
   });
   $("ghost").addEventListener("change", (e) => { S.ghost = e.target.checked; draw(); });
   $("show-model").addEventListener("change", (e) => { S.showModel = e.target.checked; draw(); });
-  $("steer").addEventListener("change", (e) => { S.steer = e.target.checked; });
+  // A team decides once whether its model's boxes are tight enough to steer: kept across scenes.
+  $("steer").addEventListener("change", (e) => {
+    S.steer = e.target.checked;
+    try { localStorage.setItem("sonolabel.steer", S.steer ? "1" : "0"); } catch (_) { /* storage off */ }
+  });
   $("fit").addEventListener("click", fit);
   function toggleKeys(show) {
     const el = $("keys-help");
@@ -1311,6 +1315,8 @@
     S.classId = S.classes.length ? S.classes[0].id : null;
     const reviewer = ["reviewer"].includes(S.user.role) || (S.user.role === "admin" && S.scene.status === "submitted");
     S.showModel = reviewer; $("show-model").checked = reviewer;
+    try { S.steer = localStorage.getItem("sonolabel.steer") === "1"; } catch (_) { S.steer = false; }
+    $("steer").checked = S.steer;
     $("scrubber").max = Math.max(0, S.frames.length - 1);
     // Start at the pre-labels' model's validation threshold, rounded down to the slider's step
     // so no box scoring exactly that threshold is hidden.
