@@ -33,6 +33,7 @@ from detector.checkpoint import save_model  # noqa: E402
 from detector.flow import compute_flow  # noqa: E402
 from detector.model import ModelConfig, build_model  # noqa: E402
 from detector.predict import Predictor  # noqa: E402
+from detector.recipe import MIN_STRIDE, MIN_STRIDES  # noqa: E402
 
 CATEGORIES = [{"id": 1, "name": "tumor"}, {"id": 2, "name": "vessel"}]
 
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40, help="timed frames per model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--video", help="take frames from this video instead")
-    parser.add_argument("--min-stride", type=int, choices=(8, 4), default=8,
+    parser.add_argument("--min-stride", type=int, choices=MIN_STRIDES, default=MIN_STRIDE,
                         help="the finest feature map (4: the level for objects of a few pixels)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

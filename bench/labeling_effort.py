@@ -126,6 +126,7 @@ from annotator.services.propagate import (FlowPair, flow_pair, propagate_boxes, 
 from annotator.services.track_fuse import steer  # noqa: E402
 from annotator.services.track_propagation import (TrackBoxes, look_again,  # noqa: E402
                                                   propagate_track)
+from detector.recipe import MIN_STRIDES  # noqa: E402
 
 GOOD_IOU, ADJUST_IOU, SHOW_SCORE = 0.7, 0.3, 0.5
 SCENE_LENGTH = 20  # the app's default SONOLABEL_SCENE_LENGTH: how a sweep without cuts is cut
@@ -725,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-videos", type=int, default=10)
     p.add_argument("--train-frames", type=int, default=24)
     p.add_argument("--train-iters", type=int, default=600)
-    p.add_argument("--min-stride", type=int, choices=(8, 4), default=4,
+    p.add_argument("--min-stride", type=int, choices=MIN_STRIDES, default=4,
                    help="the model's finest feature map (4: a level for objects of a few pixels)")
     p.add_argument("--threads", type=int, default=2, help="torch and OpenCV threads")
     p.add_argument("--no-model", action="store_true", help="skip the model and the pre-label strategies")

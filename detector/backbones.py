@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from detector.recipe import MIN_STRIDE, MIN_STRIDES
+
 BACKBONES = ("efficientnet_lite0", "resnet50", "mobilenet_v3")
-MIN_STRIDES = (8, 4)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -93,7 +94,7 @@ def _freeze(module: nn.Module) -> None:
 
 
 def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, load: bool,
-                        fine: bool) -> Body:
+                        first: int) -> Body:
     import timm
     from timm.layers import freeze_batch_norm_2d
 
@@ -102,13 +103,13 @@ def _efficientnet_lite0(weights: str | Path | None, pretrained: bool, load: bool
         path = Path(weights) if weights else efficientnet_lite0_weights_path()
         _load_in_order(full, torch.load(path, map_location="cpu", weights_only=True))
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
-                              out_indices=(1, 2, 3, 4) if fine else (2, 3, 4))
+                              out_indices=(1, 2, 3, 4)[first:])
     model.load_state_dict(full.state_dict(), strict=False)
     if pretrained:
         model = freeze_batch_norm_2d(model)
         for part in (model.conv_stem, model.bn1, model.blocks[0], model.blocks[1]):
             _freeze(part)
-    return Body(_TimmBody(model), [24, 40, 112, 320][0 if fine else 1:], [0.5] * 3, [0.5] * 3)
+    return Body(_TimmBody(model), [24, 40, 112, 320][first:], [0.5] * 3, [0.5] * 3)
 
 
 def _load_torchvision(model: nn.Module, weights: str | Path) -> None:
@@ -118,7 +119,7 @@ def _load_torchvision(model: nn.Module, weights: str | Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _resnet50(weights: str | Path | None, pretrained: bool, load: bool, fine: bool) -> Body:
+def _resnet50(weights: str | Path | None, pretrained: bool, load: bool, first: int) -> Body:
     from torchvision.models import resnet50
     from torchvision.ops import FrozenBatchNorm2d
 
@@ -128,11 +129,11 @@ def _resnet50(weights: str | Path | None, pretrained: bool, load: bool, fine: bo
     stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1)
     if pretrained:
         _freeze(stem)
-    return Body(_StagesBody([stem, m.layer2, m.layer3, m.layer4], 0 if fine else 1),
-                [256, 512, 1024, 2048][0 if fine else 1:], IMAGENET_MEAN, IMAGENET_STD)
+    return Body(_StagesBody([stem, m.layer2, m.layer3, m.layer4], first),
+                [256, 512, 1024, 2048][first:], IMAGENET_MEAN, IMAGENET_STD)
 
 
-def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool, fine: bool) -> Body:
+def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool, first: int) -> Body:
     from torchvision.models import mobilenet_v3_large
     from torchvision.ops import FrozenBatchNorm2d
 
@@ -144,12 +145,12 @@ def _mobilenet_v3(weights: str | Path | None, pretrained: bool, load: bool, fine
     if pretrained:
         _freeze(stem)
     # feature indices 3, 6, 12, 16 end the stride 4, 8, 16 and 32 stages
-    return Body(_StagesBody([stem, f[4:7], f[7:13], f[13:17]], 0 if fine else 1),
-                [24, 40, 112, 960][0 if fine else 1:], IMAGENET_MEAN, IMAGENET_STD)
+    return Body(_StagesBody([stem, f[4:7], f[7:13], f[13:17]], first),
+                [24, 40, 112, 960][first:], IMAGENET_MEAN, IMAGENET_STD)
 
 
 def build_body(name: str, weights: str | Path | None = None, pretrained: bool | None = None,
-               load: bool = True, min_stride: int = 8) -> Body:
+               load: bool = True, min_stride: int = MIN_STRIDE) -> Body:
     """The feature extractor ``name``, its finest map at ``min_stride`` (8 or 4).
 
     ``weights``: a local checkpoint file; ``efficientnet_lite0`` falls back to the bundled
@@ -160,18 +161,18 @@ def build_body(name: str, weights: str | Path | None = None, pretrained: bool | 
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
     if min_stride not in MIN_STRIDES:
         raise ValueError(f"min_stride must be one of {MIN_STRIDES}, not {min_stride}")
-    fine = min_stride == 4
+    first = 0 if min_stride == 4 else 1  # the stride-4 stage is the first of the four
     if pretrained is None:
         pretrained = name == "efficientnet_lite0" or weights is not None
     if name == "efficientnet_lite0":
-        return _efficientnet_lite0(weights, pretrained, load, fine)
+        return _efficientnet_lite0(weights, pretrained, load, first)
     if pretrained and load:
         if weights is None:
             raise ValueError(f"{name} has no bundled weights: give a local checkpoint file")
         if not Path(weights).is_file():
             raise FileNotFoundError(f"backbone weights {weights} not found")
     builder = _resnet50 if name == "resnet50" else _mobilenet_v3
-    return builder(weights, pretrained, load, fine)
+    return builder(weights, pretrained, load, first)
 
 
 def _is_batch_norm(m: nn.Module) -> bool:

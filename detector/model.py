@@ -65,8 +65,9 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
 from detector.aggregation import ConcatAggregation, FlowGuidedAggregation, FrameState
-from detector.backbones import BACKBONES, MIN_STRIDES, build_body, fuse_conv_bn
+from detector.backbones import BACKBONES, build_body, fuse_conv_bn
 from detector.flow import flow_for_level
+from detector.recipe import MIN_STRIDE, MIN_STRIDES
 from detector.roi_align import BagMultiScaleRoIAlign
 
 ARCHS = ("single", "two_frame", "concat")
@@ -87,7 +88,7 @@ class ModelConfig:
     box_head_dim: int = 512
     # stride of the finest FPN map: 8, or 4 for objects of a few pixels (a 10 px vessel spans
     # one cell at stride 8: its RoI is pooled from a single cell), at more cost a frame
-    min_stride: int = 8
+    min_stride: int = MIN_STRIDE
     anchor_sizes: list[list[int]] | None = None  # per level, finest first; None: the defaults
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     rpn_pre_nms_top_n_train: int = 1000

@@ -66,7 +66,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from detector import recipe
-from detector.backbones import BACKBONES, MIN_STRIDES
+from detector.backbones import BACKBONES
 from detector.checkpoint import (atomic_save, load_matching, model_path, read_checkpoint,
                                  save_model)
 from detector.cli import CliParser, positive
@@ -99,7 +99,7 @@ class TrainConfig:
     init: str | None = None
     backbone: str = "efficientnet_lite0"
     backbone_weights: str | None = None
-    min_stride: int = 8
+    min_stride: int = recipe.MIN_STRIDE
     max_iters: int | None = None
     patience: int = recipe.PATIENCE
     warmup_iters: int = recipe.WARMUP_ITERS
@@ -123,8 +123,8 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"unknown model {config.model!r}; choose from {', '.join(ARCHS)}")
     if config.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {config.backbone!r}")
-    if config.min_stride not in MIN_STRIDES:
-        raise ValueError(f"min-stride must be one of {MIN_STRIDES}, not {config.min_stride}")
+    if config.min_stride not in recipe.MIN_STRIDES:
+        raise ValueError(f"min-stride must be one of {recipe.MIN_STRIDES}, not {config.min_stride}")
     for name in ("epochs", "batch", "patience"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be at least 1")
@@ -530,9 +530,10 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                                        "start this model, e.g. a trained single-frame run")
     parser.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
     parser.add_argument("--backbone-weights", help="local ImageNet checkpoint of the backbone")
-    parser.add_argument("--min-stride", type=int, choices=MIN_STRIDES, default=8,
+    parser.add_argument("--min-stride", type=int, choices=recipe.MIN_STRIDES,
+                        default=recipe.MIN_STRIDE,
                         help="stride of the finest feature map: 4 adds a level for objects of "
-                             "a few pixels, at more time a frame (default 8)")
+                             f"a few pixels, at more time a frame (default {recipe.MIN_STRIDE})")
     parser.add_argument("--max-iters", type=positive(int), help="optimiser steps at most")
     parser.add_argument("--patience", type=positive(int), default=recipe.PATIENCE)
     parser.add_argument("--classes", help="comma-separated category names (default: all)")

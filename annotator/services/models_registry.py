@@ -192,8 +192,9 @@ RETRAIN_PARAMS = {
     "parent": Param(text, help="model version to start from"),
     "size": Param(integer(64, 2048), recipe.SIZE, help="input size in pixels, a multiple of 32"),
     "batch": Param(integer(1, 64), recipe.BATCH, help="images per step"),
-    "min_stride": Param(choice("8", "4"), "8", help="the finest feature map: 4 adds a level "
-                        "for objects of a few pixels (small vessels), at more time a frame"),
+    "min_stride": Param(choice(*map(str, recipe.MIN_STRIDES)), str(recipe.MIN_STRIDE),
+                        help="the finest feature map: 4 adds a level for objects of a few "
+                             "pixels (small vessels), at more time a frame"),
     "max_iters": Param(integer(1), help="stop after this many steps"),
     "device": Param(device, "auto", help="auto, cpu, cuda or cuda:N, on the worker"),
     "processes": Param(integer(1, MAX_PROCESSES), 1,
@@ -223,7 +224,7 @@ def run_retrain(ctx: JobContext, params: dict[str, Any], user: User | None) -> d
         model=params["model"], val_coco=str(val_coco) if val_coco else None,
         val_images=str(val_coco.parent) if val_coco else None, epochs=params["epochs"],
         batch=params["batch"], size=params["size"], init=init,
-        min_stride=int(params.get("min_stride", "8")),
+        min_stride=int(params.get("min_stride", recipe.MIN_STRIDE)),
         max_iters=params.get("max_iters"),
         device=params.get("device", "auto"))
     processes = params.get("processes", 1)
